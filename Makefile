@@ -1,0 +1,32 @@
+# Everything runs from a local virtualenv; `make test` and `make run` create it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the exporter with the built-in Meta catalogue (override: make run ARGS='--config.file my.yml').
+run: $(STAMP)
+	$(BIN)/meta-outage-exporter run $(ARGS)
+
+## Lint, then the whole test suite (lab tests need root and skip with a message without it).
+test: $(STAMP)
+	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff format --check exporter tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff format --check exporter tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

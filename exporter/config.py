@@ -1,0 +1,482 @@
+"""Configuration: YAML (the built-in catalogue, overlaid by the user's file) -> frozen Config.
+
+Pure apart from reading the two files. Every problem is reported with file:line:column,
+the key path, and a hint; all problems at once, not the first only.
+
+Shape (see README "Configuration reference"):
+
+    builtin_catalog: true        # false: start from an empty catalogue
+    global:   {interval, timeout, recheck_interval, confirm_failures, jitter,
+               max_concurrency, latency_threshold, ip_family}
+    dns:      {resolvers: [ip[:port]...], timeout}
+    egress:   {allow_networks: [cidr...], deny_networks: [cidr...]}
+    tls:      {ca_file}
+    hosts:    {hostname: [ip...]}
+    services: {name: {display_name, description, enabled, latency_threshold, checks: {name: check}}}
+    control:  {checks: {name: check}}     # non-Meta targets: "is it us?"
+
+A user file is merged over the catalogue key by key, so `services.facebook.checks.web.timeout: 10s`
+changes one value and `enabled: false` removes a check or a service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path as FsPath
+from typing import Any, Literal
+
+from . import yamlsource
+from .egress import EgressPolicy, parse_networks
+from .probes import REGISTRY
+from .resolver import parse_endpoint
+from .schema import Builder, Duration, Problem, format_path
+from .spec import CONTROL_SERVICE, CheckSpec, Config, Endpoint, ServiceSpec, Settings
+from .yamlsource import Document, Path, Position
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+CATALOG_FILE = "catalog.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSection:
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+    recheck_interval: Duration = 2.0
+    confirm_failures: int = 2
+    jitter: float = 0.1
+    max_concurrency: int = 32
+    latency_threshold: Duration = 3.0
+    ip_family: Literal["auto", "ip4", "ip6", "both"] = "auto"
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = [
+            (name, "must be greater than 0")
+            for name in ("interval", "timeout", "recheck_interval", "latency_threshold")
+            if getattr(self, name) <= 0
+        ]
+        if self.confirm_failures < 1:
+            problems.append(("confirm_failures", "must be 1 or more (1 = no re-check)"))
+        if not 0 <= self.jitter < 1:
+            problems.append(("jitter", "must be a fraction of the interval, 0 <= jitter < 1"))
+        if self.max_concurrency < 1:
+            problems.append(("max_concurrency", "must be 1 or more"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSection:
+    resolvers: tuple[str, ...] = ()
+    # Wait per attempt at one server; the check's timeout bounds the whole lookup.
+    timeout: Duration = 1.0
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for index, text in enumerate(self.resolvers):
+            try:
+                parse_endpoint(text)
+            except ValueError as exc:
+                problems.append((f"resolvers[{index}]", str(exc)))
+        if self.timeout <= 0:
+            problems.append(("timeout", "must be greater than 0"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class EgressSection:
+    allow_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    deny_networks: tuple[str, ...] = ()
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for key in ("allow_networks", "deny_networks"):
+            for index, text in enumerate(getattr(self, key)):
+                try:
+                    parse_networks([text])
+                except ValueError as exc:
+                    problems.append((f"{key}[{index}]", str(exc)))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSection:
+    ca_file: str | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.ca_file and not FsPath(self.ca_file).is_file():
+            return [("ca_file", f"no such file: {self.ca_file}")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCommon:
+    """Keys every check has, whatever its kind."""
+
+    kind: str
+    enabled: bool = True
+    description: str = ""
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    recheck_interval: Duration | None = None
+    # The service is down only when all its critical checks fail.
+    critical: bool = True
+    ip_family: Literal["auto", "ip4", "ip6", "both"] | None = None
+    latency_threshold: Duration | None = None
+    resolve_to: tuple[str, ...] = ()
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = [
+            (name, "must be greater than 0")
+            for name in ("interval", "timeout", "recheck_interval", "latency_threshold")
+            if getattr(self, name) is not None and getattr(self, name) <= 0
+        ]
+        for index, address in enumerate(self.resolve_to):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append((f"resolve_to[{index}]", f"{address!r} is not an IP address"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSection:
+    checks: Mapping[str, Any] = field(default_factory=dict)
+    display_name: str | None = None
+    description: str = ""
+    enabled: bool = True
+    latency_threshold: Duration | None = None
+
+
+_COMMON_KEYS = frozenset(f.name for f in dataclasses.fields(CheckCommon))
+_TOP_SECTIONS: dict[str, type] = {
+    "global": GlobalSection,
+    "dns": DnsSection,
+    "egress": EgressSection,
+    "tls": TlsSection,
+}
+_TOP_KEYS = (*_TOP_SECTIONS, "builtin_catalog", "hosts", "services", "control")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    position: Position
+    path: Path
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{self.position}: {format_path(self.path)}: {self.message}{hint}"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; str() lists every problem, one per line, file:line:col first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+def _merge(base: Any, overlay: Any) -> Any:
+    """Overlay wins; mappings merge key by key; anything else is replaced whole."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return overlay
+
+
+class _Compiler:
+    """Walks the merged data once, building specs and collecting problems."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.builder = Builder()
+
+    def section(self, key: str) -> Any:
+        cls = _TOP_SECTIONS[key]
+        raw = self.data.get(key) or {}
+        return self.builder.build(cls, raw, (key,)) or cls()
+
+    def hosts(self) -> dict[str, tuple[str, ...]]:
+        raw = self.data.get("hosts") or {}
+        if not isinstance(raw, Mapping):
+            self.builder.fail(("hosts",), "expected a mapping of hostname -> [addresses]")
+            return {}
+        table = {}
+        for host, addresses in raw.items():
+            value = self.builder.value(
+                tuple[str, ...],
+                addresses if isinstance(addresses, list) else [addresses],
+                ("hosts", host),
+            )
+            for index, address in enumerate(value or ()):
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    self.builder.fail(("hosts", host, index), f"{address!r} is not an IP address")
+            table[host] = tuple(value or ())
+        return table
+
+    def check(
+        self,
+        service: str,
+        name: str,
+        raw: Any,
+        path: Path,
+        defaults: GlobalSection,
+        service_latency: float | None,
+    ) -> list[CheckSpec]:
+        if not NAME_RE.match(name):
+            self.builder.fail(path, f"check name {name!r} must be lower_snake_case (a-z, 0-9, _)")
+            return []
+        if not isinstance(raw, Mapping):
+            self.builder.fail(path, f"expected a mapping describing the check, got {raw!r}")
+            return []
+        kind = raw.get("kind")
+        if kind is None:
+            self.builder.fail(
+                (*path, "kind"), "missing required key 'kind'", "one of " + ", ".join(REGISTRY)
+            )
+            return []
+        if kind not in REGISTRY:
+            close = difflib.get_close_matches(str(kind), list(REGISTRY), n=1)
+            hint = (
+                (f"did you mean {close[0]!r}? " if close else "")
+                + "known kinds: "
+                + ", ".join(REGISTRY)
+            )
+            self.builder.fail((*path, "kind"), f"unknown prober kind {kind!r}", hint)
+            return []
+        params_cls = REGISTRY[kind].params
+        param_keys = {f.name for f in dataclasses.fields(params_cls)}
+        common = self.builder.build(CheckCommon, raw, path, ignore=frozenset(param_keys))
+        if common is None or not common.enabled:
+            # A disabled check is not validated further: it may name a token that is not set.
+            return []
+        params = self.builder.build(
+            params_cls, {k: v for k, v in raw.items() if k in param_keys}, path
+        )
+        if params is None:
+            return []
+        family = common.ip_family or defaults.ip_family
+        families = ("ip4", "ip6") if family == "both" else (family,)
+        specs = []
+        for one in families:
+            specs.append(
+                CheckSpec(
+                    service=service,
+                    name=name if len(families) == 1 else f"{name}_{one}",
+                    kind=kind,
+                    params=params,
+                    interval=common.interval or defaults.interval,
+                    timeout=common.timeout or defaults.timeout,
+                    recheck_interval=common.recheck_interval or defaults.recheck_interval,
+                    critical=common.critical,
+                    ip_family=one,  # type: ignore[arg-type]
+                    latency_threshold=common.latency_threshold
+                    or service_latency
+                    or defaults.latency_threshold,
+                    resolve_to=common.resolve_to,
+                    description=common.description,
+                )
+            )
+        return specs
+
+    def service(
+        self, name: str, raw: Any, path: Path, defaults: GlobalSection, is_control: bool
+    ) -> ServiceSpec | None:
+        if not NAME_RE.match(name):
+            self.builder.fail(path, f"service name {name!r} must be lower_snake_case (a-z, 0-9, _)")
+            return None
+        section = self.builder.build(ServiceSection, raw if raw is not None else {}, path)
+        if section is None or not section.enabled:
+            return None
+        if not isinstance(section.checks, Mapping):
+            return None
+        checks: list[CheckSpec] = []
+        for check_name, check_raw in section.checks.items():
+            checks.extend(
+                self.check(
+                    name,
+                    check_name,
+                    check_raw,
+                    (*path, "checks", check_name),
+                    defaults,
+                    section.latency_threshold,
+                )
+            )
+        seen: set[str] = set()
+        for spec in checks:
+            if spec.name in seen:
+                self.builder.fail(
+                    (*path, "checks", spec.name),
+                    f"duplicate check name {spec.name!r} (after ip_family: both expansion)",
+                )
+            seen.add(spec.name)
+        if not checks:
+            return None
+        return ServiceSpec(
+            name=name,
+            display_name=section.display_name or name.replace("_", " ").title(),
+            checks=tuple(checks),
+            is_control=is_control,
+            description=section.description,
+        )
+
+    def compile(self, source: str) -> Config:
+        for key in self.data:
+            if key not in _TOP_KEYS:
+                close = difflib.get_close_matches(key, _TOP_KEYS, n=1)
+                self.builder.fail(
+                    (key,),
+                    f"unknown key {key!r}",
+                    f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(_TOP_KEYS),
+                )
+        defaults: GlobalSection = self.section("global")
+        dns: DnsSection = self.section("dns")
+        egress: EgressSection = self.section("egress")
+        tls: TlsSection = self.section("tls")
+        hosts = self.hosts()
+        services: list[ServiceSpec] = []
+        raw_services = self.data.get("services") or {}
+        if not isinstance(raw_services, Mapping):
+            self.builder.fail(("services",), "expected a mapping of service name -> service")
+            raw_services = {}
+        for name, raw in raw_services.items():
+            if name == CONTROL_SERVICE:
+                self.builder.fail(
+                    ("services", name),
+                    f"{name!r} is reserved for the control checks",
+                    "put non-Meta checks under the top-level 'control:' key",
+                )
+                continue
+            spec = self.service(name, raw, ("services", name), defaults, is_control=False)
+            if spec is not None:
+                services.append(spec)
+        if self.data.get("control") is not None:
+            control = self.service(
+                CONTROL_SERVICE, self.data["control"], ("control",), defaults, is_control=True
+            )
+            if control is not None:
+                services.append(control)
+        if self.builder.problems:
+            raise _Unlocated(self.builder.problems)
+        return Config(
+            settings=Settings(defaults.confirm_failures, defaults.jitter, defaults.max_concurrency),
+            egress=EgressPolicy.from_strings(egress.allow_networks, egress.deny_networks),
+            resolvers=tuple(parse_endpoint(r) for r in dns.resolvers),
+            dns_timeout=dns.timeout,
+            hosts=hosts,
+            ca_file=tls.ca_file,
+            services=tuple(services),
+            source=source,
+        )
+
+
+class _Unlocated(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+
+def catalog_text() -> str:
+    return resources.files("exporter").joinpath(CATALOG_FILE).read_text()
+
+
+def parse(text: str, file: str, *, catalog: str | None = None) -> Config:
+    """A Config from the user's YAML text over the built-in catalogue. Raises ConfigError."""
+    documents: list[Document] = []
+    try:
+        user = yamlsource.load(text, file)
+        if not isinstance(user.data, dict):
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        yamlsource.Position(file, 1, 1), (), "the top level must be a mapping"
+                    )
+                ]
+            )
+        use_catalog = user.data.get("builtin_catalog", True)
+        if use_catalog is True:
+            documents.append(
+                yamlsource.load(
+                    catalog if catalog is not None else catalog_text(), f"<built-in {CATALOG_FILE}>"
+                )
+            )
+        elif use_catalog is not False:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        user.position(("builtin_catalog",)),
+                        ("builtin_catalog",),
+                        f"expected true or false, got {use_catalog!r}",
+                    )
+                ]
+            )
+        documents.append(user)
+    except yamlsource.YamlSyntaxError as exc:
+        raise ConfigError([ConfigProblem(exc.position, (), exc.message)]) from None
+    merged: dict[str, Any] = {}
+    for document in documents:
+        merged = _merge(merged, document.data)
+    try:
+        return _Compiler(merged).compile(file)
+    except _Unlocated as exc:
+        raise ConfigError([_locate(p, documents) for p in exc.problems]) from None
+
+
+def _locate(problem: Problem, documents: list[Document]) -> ConfigProblem:
+    """Blame the last document (the user's) that mentions the path, else the catalogue."""
+    for document in reversed(documents):
+        for cut in range(len(problem.path), 0, -1):
+            if problem.path[:cut] in document.positions:
+                return ConfigProblem(
+                    document.positions[problem.path[:cut]],
+                    problem.path,
+                    problem.message,
+                    problem.hint,
+                )
+    return ConfigProblem(documents[-1].position(()), problem.path, problem.message, problem.hint)
+
+
+def load(path: str | None) -> Config:
+    """The config from a file (None: the built-in catalogue alone). Raises ConfigError."""
+    if path is None:
+        return parse("", "<no config file>")
+    try:
+        text = FsPath(path).read_text()
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(Position(path, 1, 1), (), f"cannot read config file: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            [ConfigProblem(Position(path, 1, 1), (), "config file is not UTF-8 text")]
+        ) from None
+    return parse(text, path)
+
+
+def with_overrides(
+    config: Config,
+    *,
+    allow: list[str] | None = None,
+    deny: list[str] | None = None,
+    resolvers: list[str] | None = None,
+) -> Config:
+    """Command-line flags win over the file (e.g. --egress.allow-network=127.0.0.0/8)."""
+    egress = config.egress
+    if allow is not None or deny is not None:
+        egress = EgressPolicy(
+            parse_networks(allow) if allow is not None else config.egress.allow,
+            parse_networks(deny) if deny is not None else config.egress.deny,
+        )
+    servers: tuple[Endpoint, ...] = config.resolvers
+    if resolvers:
+        servers = tuple(parse_endpoint(r) for r in resolvers)
+    return dataclasses.replace(config, egress=egress, resolvers=servers)

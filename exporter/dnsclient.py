@@ -1,0 +1,158 @@
+"""DNS queries the way the probes need them: to given servers, within a deadline, policed.
+
+The exporter never uses the libc resolver: every lookup (DNS checks, and the names that
+TCP/TLS/HTTP checks connect to) goes through here, so the time is measured and a DNS
+failure reads the same in every check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from .egress import EgressPolicy
+from .model import Reason
+from .spec import Endpoint
+
+# Per-attempt wait for one server when the caller's deadline leaves more time.
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
+
+RCODE_REASONS = {
+    dns.rcode.NXDOMAIN: Reason.DNS_NXDOMAIN,
+    dns.rcode.SERVFAIL: Reason.DNS_SERVFAIL,
+    dns.rcode.REFUSED: Reason.DNS_REFUSED,
+}
+
+
+class DnsFailure(Exception):
+    """A lookup that failed in a way the probe reports as one of the dns_* reasons."""
+
+    def __init__(self, reason: Reason, detail: str, rcode: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.rcode = rcode
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    response: dns.message.Message
+    server: Endpoint
+
+    @property
+    def rcode(self) -> str:
+        return dns.rcode.to_text(self.response.rcode())
+
+    @property
+    def authoritative(self) -> bool:
+        return bool(self.response.flags & dns.flags.AA)
+
+
+def _remaining(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+async def _ask_once(
+    request: dns.message.Message, server: Endpoint, timeout: float, use_tcp: bool
+) -> dns.message.Message:
+    if not use_tcp:
+        response = await dns.asyncquery.udp(
+            request, server.host, timeout=timeout, port=server.port, ignore_trailing=True
+        )
+        if not response.flags & dns.flags.TC:
+            return response
+        # Truncated: the full answer only comes over TCP, as a stub resolver would retry.
+    return await dns.asyncquery.tcp(request, server.host, timeout=timeout, port=server.port)
+
+
+async def query(
+    name: str,
+    rdtype: str | int,
+    servers: Sequence[Endpoint],
+    policy: EgressPolicy,
+    *,
+    deadline: float,
+    what: str = "resolver",
+    recursion_desired: bool = True,
+    use_tcp: bool = False,
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+) -> Answer:
+    """Ask the servers in turn until one gives a definite answer (NOERROR or NXDOMAIN).
+
+    SERVFAIL / REFUSED / timeouts move on to the next server, round-robin, until the
+    deadline (a monotonic time). The last answer seen is returned when no server gave a
+    definite one, so the caller can report its rcode; with no answer at all: DnsFailure.
+    Raises PolicyViolation before sending anything when no server is allowed.
+    """
+    allowed = [s for s in servers if policy.permits(s.host)]
+    if not allowed:
+        blocked = servers[0].host if servers else "(none configured)"
+        policy.require(blocked, what)
+    request = dns.message.make_query(name, rdtype)
+    if not recursion_desired:
+        request.flags &= ~dns.flags.RD
+    last_answer: Answer | None = None
+    last_error = "no answer"
+    attempt = 0
+    while _remaining(deadline) > 0:
+        server = allowed[attempt % len(allowed)]
+        attempt += 1
+        timeout = min(attempt_timeout, _remaining(deadline))
+        try:
+            response = await _ask_once(request, server, timeout, use_tcp)
+        except dns.exception.Timeout:
+            last_error = f"{what} {server} did not answer within {timeout:.2f}s"
+            continue
+        except (OSError, EOFError) as exc:
+            last_error = f"{what} {server}: {type(exc).__name__}: {exc}"
+            # A refused UDP port answers at once: wait a little so we do not spin.
+            await asyncio.sleep(min(0.05, max(_remaining(deadline), 0)))
+            continue
+        except dns.exception.DNSException as exc:
+            raise DnsFailure(
+                Reason.DNS_ERROR, f"{what} {server}: malformed answer: {exc}"
+            ) from None
+        last_answer = Answer(response, server)
+        if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return last_answer
+        if attempt >= 2 * len(allowed):
+            break  # every server said no, twice: that is the answer
+    if last_answer is not None:
+        return last_answer
+    timed_out = "did not answer" in last_error
+    raise DnsFailure(Reason.DNS_TIMEOUT if timed_out else Reason.DNS_ERROR, last_error)
+
+
+def failure_for_rcode(answer: Answer, name: str) -> DnsFailure | None:
+    """The failure an rcode means, or None for NOERROR."""
+    reason = RCODE_REASONS.get(answer.response.rcode())
+    if reason is None and answer.response.rcode() != dns.rcode.NOERROR:
+        reason = Reason.DNS_ERROR
+    if reason is None:
+        return None
+    return DnsFailure(reason, f"{answer.server} answered {answer.rcode} for {name}", answer.rcode)
+
+
+def records(answer: Answer, rdtype: str | int) -> list[str]:
+    """Texts of the answer records of that type, whatever owner (a CNAME chain ends there)."""
+    wanted = dns.rdatatype.RdataType.make(rdtype)
+    return [
+        rd.to_text() for rrset in answer.response.answer if rrset.rdtype == wanted for rd in rrset
+    ]
+
+
+def cname_target(answer: Answer) -> str | None:
+    for rrset in answer.response.answer:
+        if rrset.rdtype == dns.rdatatype.CNAME:
+            return rrset[0].target.to_text()
+    return None

@@ -1,0 +1,294 @@
+"""The Prometheus collector: builds metric families from a runtime Snapshot, no I/O.
+
+Values are cached from background probes (not probed on scrape); the HELP texts say so,
+and *_last_probe_timestamp_seconds tells how fresh they are. No sample timestamps.
+Label values are service and check names from the config or fixed enums, never URLs,
+addresses or error text.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .model import Layer, Status
+from .runtime import Snapshot
+from .store import Histogram
+
+CACHED = " (from the latest background probe, not probed on scrape)"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDoc:
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+
+# The metric contract. README's "Metrics reference" lists exactly these; a test holds them equal.
+METRICS: tuple[MetricDoc, ...] = (
+    MetricDoc(
+        "meta_service_status",
+        "gauge",
+        ("service", "status"),
+        "Service verdict as a state set: 1 for the current status (up, degraded, down, unknown).",
+    ),
+    MetricDoc(
+        "meta_service_status_since_timestamp_seconds",
+        "gauge",
+        ("service",),
+        "Unix time when the service's current status began.",
+    ),
+    MetricDoc(
+        "meta_service_failure_layer",
+        "gauge",
+        ("service", "layer"),
+        "Lowest failing layer as a state set (none, bgp, dns, tcp, tls, http, content).",
+    ),
+    MetricDoc(
+        "meta_vantage_up",
+        "gauge",
+        (),
+        "1 when the control checks (non-Meta targets) pass; "
+        "0 means the problem is this vantage, not Meta.",
+    ),
+    MetricDoc(
+        "meta_probe_success",
+        "gauge",
+        ("service", "check"),
+        "1 if the latest probe succeeded" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_duration_seconds",
+        "gauge",
+        ("service", "check"),
+        "Duration of the latest probe" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_phase_duration_seconds",
+        "histogram",
+        ("service", "check", "phase"),
+        "Probe time by phase (resolve, connect, tls, processing, transfer), every probe counted.",
+    ),
+    MetricDoc("meta_probes_total", "counter", ("service", "check"), "Probes run."),
+    MetricDoc(
+        "meta_probe_failures_total",
+        "counter",
+        ("service", "check", "reason"),
+        "Failed probes by reason (a fixed enum; a reason appears once it has happened).",
+    ),
+    MetricDoc(
+        "meta_probe_http_status_code",
+        "gauge",
+        ("service", "check"),
+        "HTTP status of the latest probe's final response" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_tls_cert_expiry_timestamp_seconds",
+        "gauge",
+        ("service", "check"),
+        "Unix time when the leaf certificate seen by the latest probe expires" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_dns_answer_rrs",
+        "gauge",
+        ("service", "check"),
+        "Answer records of the asked type in the latest DNS probe" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_ip_protocol",
+        "gauge",
+        ("service", "check"),
+        "IP version (4 or 6) the latest probe connected over" + CACHED + ".",
+    ),
+    MetricDoc(
+        "meta_probe_last_probe_timestamp_seconds",
+        "gauge",
+        ("service", "check"),
+        "Unix time when the latest probe started.",
+    ),
+    MetricDoc(
+        "meta_probe_consecutive_failures",
+        "gauge",
+        ("service", "check"),
+        "Failed probes in a row (a check counts as failing once this reaches confirm_failures).",
+    ),
+    MetricDoc(
+        "meta_exporter_build_info",
+        "gauge",
+        ("version", "python_version"),
+        "Build information; always 1.",
+    ),
+    MetricDoc(
+        "meta_exporter_config_last_reload_successful",
+        "gauge",
+        (),
+        "1 if the last config reload succeeded (the old config keeps running when not).",
+    ),
+    MetricDoc(
+        "meta_exporter_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        (),
+        "Unix time of the last successful config load.",
+    ),
+    MetricDoc(
+        "meta_exporter_scheduler_lag_seconds",
+        "histogram",
+        (),
+        "How late probes start against their schedule (concurrency limit, busy loop).",
+    ),
+    MetricDoc(
+        "meta_exporter_event_loop_lag_seconds",
+        "histogram",
+        (),
+        "How late the event loop wakes a sleeping task; high values skew probe timings.",
+    ),
+    MetricDoc("meta_exporter_checks", "gauge", (), "Checks configured."),
+    MetricDoc("meta_exporter_probes_in_flight", "gauge", (), "Probes running right now."),
+    MetricDoc(
+        "meta_exporter_ready",
+        "gauge",
+        (),
+        "1 once every configured check has been probed at least once.",
+    ),
+)
+
+_DOCS = {doc.name: doc for doc in METRICS}
+
+
+def _gauge(name: str) -> GaugeMetricFamily:
+    doc = _DOCS[name]
+    return GaugeMetricFamily(name, doc.help, labels=list(doc.labels))
+
+
+def _histogram_samples(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
+    return [(le, float(count)) for le, count in histogram.cumulative()], histogram.total
+
+
+def _plain_histogram(name: str, histogram: Histogram) -> HistogramMetricFamily:
+    buckets, total = _histogram_samples(histogram)
+    return HistogramMetricFamily(name, _DOCS[name].help, buckets=buckets, sum_value=total)
+
+
+class ExporterCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield from self._service_families(snap)
+        yield from self._check_families(snap)
+        yield from self._exporter_families(snap)
+
+    def _service_families(self, snap: Snapshot) -> Iterator[Metric]:
+        status = _gauge("meta_service_status")
+        since = _gauge("meta_service_status_since_timestamp_seconds")
+        layer = _gauge("meta_service_failure_layer")
+        for service in snap.config.meta_services:
+            state = snap.services.get(service.name)
+            if state is None:
+                continue
+            for value in Status:
+                status.add_metric(
+                    [service.name, value.value], 1.0 if state.status is value else 0.0
+                )
+            since.add_metric([service.name], state.since)
+            for value in Layer:
+                layer.add_metric([service.name, value.value], 1.0 if state.layer is value else 0.0)
+        vantage = _gauge("meta_vantage_up")
+        vantage.add_metric([], 1.0 if snap.vantage.up else 0.0)
+        yield from (status, since, layer, vantage)
+
+    def _check_families(self, snap: Snapshot) -> Iterator[Metric]:
+        success = _gauge("meta_probe_success")
+        duration = _gauge("meta_probe_duration_seconds")
+        http_status = _gauge("meta_probe_http_status_code")
+        expiry = _gauge("meta_probe_tls_cert_expiry_timestamp_seconds")
+        answers = _gauge("meta_probe_dns_answer_rrs")
+        protocol = _gauge("meta_probe_ip_protocol")
+        last = _gauge("meta_probe_last_probe_timestamp_seconds")
+        in_row = _gauge("meta_probe_consecutive_failures")
+        doc = _DOCS["meta_probes_total"]
+        probes = CounterMetricFamily("meta_probes", doc.help, labels=list(doc.labels))
+        doc = _DOCS["meta_probe_failures_total"]
+        failures = CounterMetricFamily("meta_probe_failures", doc.help, labels=list(doc.labels))
+        doc = _DOCS["meta_probe_phase_duration_seconds"]
+        phases = HistogramMetricFamily(doc.name, doc.help, labels=list(doc.labels))
+        for (service, check), record in snap.records.items():
+            labels = [service, check]
+            probes.add_metric(labels, float(record.probes_total))
+            for reason, count in sorted(record.failures.items(), key=lambda item: item[0].value):
+                failures.add_metric([*labels, reason.value], float(count))
+            for phase, histogram in sorted(record.phases.items(), key=lambda item: item[0].value):
+                buckets, total = _histogram_samples(histogram)
+                phases.add_metric([*labels, phase.value], buckets, total)
+            result = record.last
+            if result is None:
+                continue
+            success.add_metric(labels, 1.0 if result.success else 0.0)
+            duration.add_metric(labels, result.duration)
+            last.add_metric(labels, result.started_at)
+            in_row.add_metric(labels, float(record.consecutive_failures))
+            if result.http_status is not None:
+                http_status.add_metric(labels, float(result.http_status))
+            if result.tls_expiry is not None:
+                expiry.add_metric(labels, result.tls_expiry)
+            if result.dns_answers is not None:
+                answers.add_metric(labels, float(result.dns_answers))
+            if result.address_family is not None:
+                protocol.add_metric(labels, 6.0 if result.address_family == "ipv6" else 4.0)
+        yield from (
+            success,
+            duration,
+            phases,
+            probes,
+            failures,
+            http_status,
+            expiry,
+            answers,
+            protocol,
+            last,
+            in_row,
+        )
+
+    def _exporter_families(self, snap: Snapshot) -> Iterator[Metric]:
+        info = InfoMetricFamily("meta_exporter_build", _DOCS["meta_exporter_build_info"].help)
+        info.add_metric([], {"version": __version__, "python_version": platform.python_version()})
+        reload_ok = _gauge("meta_exporter_config_last_reload_successful")
+        reload_ok.add_metric([], 1.0 if snap.reload_successful else 0.0)
+        reload_time = _gauge("meta_exporter_config_last_reload_success_timestamp_seconds")
+        reload_time.add_metric([], snap.reload_success_time)
+        checks = _gauge("meta_exporter_checks")
+        checks.add_metric([], float(len(snap.config.checks)))
+        in_flight = _gauge("meta_exporter_probes_in_flight")
+        in_flight.add_metric([], float(snap.in_flight))
+        ready = _gauge("meta_exporter_ready")
+        ready.add_metric([], 1.0 if snap.ready else 0.0)
+        yield from (info, reload_ok, reload_time, checks, in_flight, ready)
+        yield _plain_histogram("meta_exporter_scheduler_lag_seconds", snap.scheduler_lag)
+        yield _plain_histogram("meta_exporter_event_loop_lag_seconds", snap.loop_lag)
+
+
+def build_registry(
+    snapshot: Callable[[], Snapshot], *, process_metrics: bool = True
+) -> CollectorRegistry:
+    """A fresh registry (never the global one) with our collector and process_* metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(snapshot))
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry

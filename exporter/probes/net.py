@@ -1,0 +1,118 @@
+"""TCP connect and TLS handshake, timed by phase and classified into reasons.
+
+Shared by the tcp, tls and http probers so a refused port or an expired certificate reads
+the same whichever check met it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Sequence
+
+from ..egress import EgressPolicy
+from ..model import Phase, Reason
+from ..resolver import family_of
+from .base import ProbeFailure, ProbeRun
+
+_UNREACHABLE_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+    errno.EADDRNOTAVAIL,
+}
+
+# OpenSSL X509_V_ERR codes worth their own reason; every other verify failure is cert_invalid.
+_VERIFY_REASONS = {
+    9: Reason.TLS_CERT_INVALID,  # not yet valid
+    10: Reason.TLS_CERT_EXPIRED,
+    62: Reason.TLS_HOSTNAME_MISMATCH,
+    64: Reason.TLS_HOSTNAME_MISMATCH,  # IP address mismatch
+}
+
+
+def connect_reason(exc: OSError) -> Reason:
+    if isinstance(exc, ConnectionRefusedError):
+        return Reason.TCP_REFUSED
+    if isinstance(exc, ConnectionResetError):
+        return Reason.TCP_RESET
+    if isinstance(exc, TimeoutError):
+        return Reason.TCP_TIMEOUT
+    if exc.errno in _UNREACHABLE_ERRNOS:
+        return Reason.TCP_UNREACHABLE
+    return Reason.TCP_UNREACHABLE
+
+
+def tls_failure(exc: BaseException, server_name: str) -> ProbeFailure:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = _VERIFY_REASONS.get(exc.verify_code, Reason.TLS_CERT_INVALID)
+        return ProbeFailure(reason, f"certificate of {server_name} rejected: {exc.verify_message}")
+    return ProbeFailure(Reason.TLS_HANDSHAKE, f"TLS handshake with {server_name} failed: {exc}")
+
+
+async def connect(
+    addresses: Sequence[str], port: int, run: ProbeRun, policy: EgressPolicy
+) -> socket.socket:
+    """A connected non-blocking socket to the first address that accepts, in order.
+
+    The egress policy is enforced here, where every probe socket is opened, whatever
+    path led to the address (aiohttp, for one, never resolves an IP-literal URL).
+    """
+    for address in addresses:
+        policy.require(address, "address")
+    loop = asyncio.get_running_loop()
+    last_error: OSError | None = None
+    with run.clock.phase(Phase.CONNECT):
+        for address in addresses:
+            family = socket.AF_INET6 if family_of(address) == "ipv6" else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.sock_connect(sock, (address, port))
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            run.facts["address_family"] = family_of(address)
+            return sock
+    assert last_error is not None
+    raise ProbeFailure(
+        connect_reason(last_error),
+        f"connect to port {port} failed: {last_error.strerror or type(last_error).__name__}",
+    )
+
+
+def record_tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, run: ProbeRun) -> None:
+    if ssl_object is None:
+        return
+    run.facts["tls_version"] = ssl_object.version()
+    certificate = ssl_object.getpeercert()
+    if certificate and "notAfter" in certificate:
+        run.facts["tls_expiry"] = float(ssl.cert_time_to_seconds(str(certificate["notAfter"])))
+
+
+async def handshake(
+    sock: socket.socket, context: ssl.SSLContext, server_name: str, run: ProbeRun
+) -> asyncio.Transport:
+    """TLS over a connected socket; the transport is open on return (the caller closes it)."""
+    loop = asyncio.get_running_loop()
+    with run.clock.phase(Phase.TLS):
+        try:
+            transport, _ = await loop.create_connection(
+                asyncio.Protocol, sock=sock, ssl=context, server_hostname=server_name
+            )
+        except (ssl.SSLError, ConnectionError) as exc:
+            sock.close()
+            raise tls_failure(exc, server_name) from None
+        except BaseException:
+            sock.close()
+            raise
+    record_tls_facts(transport.get_extra_info("ssl_object"), run)
+    return transport

@@ -1,0 +1,114 @@
+"""The results store: per check, the latest result plus counters and histograms.
+
+Owned by the event loop thread: the scheduler writes, the collector and the API read
+between awaits, so no locks. Records survive a config reload when their (service, check)
+key survives, so counters never reset just because the config was reloaded.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .model import Phase, ProbeResult, Reason
+from .spec import CheckSpec
+from .verdict import CheckState
+
+# Phase latencies from sub-millisecond loopback up to a slow intercontinental TLS handshake.
+PHASE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-on-read histogram; observe() is O(log buckets)."""
+
+    bounds: Sequence[float]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """[(le, cumulative count)] ending with +Inf, as exposition wants."""
+        running, buckets = 0, []
+        for bound, count in zip([*map(_le, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+@dataclass
+class CheckRecord:
+    spec: CheckSpec
+    last: ProbeResult | None = None
+    consecutive_failures: int = 0
+    consecutive_slow: int = 0
+    probes_total: int = 0
+    failures: Counter[Reason] = field(default_factory=Counter)
+    phases: dict[Phase, Histogram] = field(default_factory=dict)
+
+    def record(self, result: ProbeResult) -> None:
+        self.last = result
+        self.probes_total += 1
+        if result.success:
+            self.consecutive_failures = 0
+            slow = result.duration > self.spec.latency_threshold
+            self.consecutive_slow = self.consecutive_slow + 1 if slow else 0
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_slow = 0
+            self.failures[result.reason] += 1
+        for phase, seconds in result.phases.items():
+            histogram = self.phases.get(phase)
+            if histogram is None:
+                histogram = self.phases[phase] = Histogram(PHASE_BUCKETS)
+            histogram.observe(seconds)
+
+    def state(self) -> CheckState:
+        return CheckState(self.last, self.consecutive_failures, self.consecutive_slow)
+
+
+class ResultStore:
+    def __init__(self, checks: Iterable[CheckSpec] = ()) -> None:
+        self.records: dict[tuple[str, str], CheckRecord] = {}
+        self.sync(checks)
+
+    def sync(self, checks: Iterable[CheckSpec]) -> None:
+        """Match the records to a (new) set of checks, keeping history of the survivors."""
+        wanted = {c.key: c for c in checks}
+        for key in list(self.records):
+            if key not in wanted:
+                del self.records[key]
+        for key, spec in wanted.items():
+            record = self.records.get(key)
+            if record is None:
+                self.records[key] = CheckRecord(spec)
+            elif record.spec != spec:
+                record.spec = spec
+                record.consecutive_slow = 0  # the threshold may have changed
+
+    def record(self, key: tuple[str, str], result: ProbeResult) -> CheckRecord | None:
+        """None when the check was removed by a reload while its probe ran."""
+        record = self.records.get(key)
+        if record is not None:
+            record.record(result)
+        return record
+
+    def states(self) -> dict[tuple[str, str], CheckState]:
+        return {key: record.state() for key, record in self.records.items()}
+
+    def all_ran(self) -> bool:
+        return all(record.last is not None for record in self.records.values())
