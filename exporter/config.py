@@ -171,7 +171,8 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         hint = f" (hint: {self.hint})" if self.hint else ""
-        return f"{self.position}: {format_path(self.path)}: {self.message}{hint}"
+        where = f"{format_path(self.path)}: " if self.path else ""
+        return f"{self.position}: {where}{self.message}{hint}"
 
 
 class ConfigError(Exception):

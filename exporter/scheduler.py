@@ -66,23 +66,31 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self.lag = lag if lag is not None else Histogram(LAG_BUCKETS)
         self.in_flight = 0
+        self._stopping = False
 
     def start(self) -> None:
         for check in self.checks:
             name = f"probe {check.service}/{check.name}"
             self._tasks.append(asyncio.create_task(self._loop(check), name=name))
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         """Cancel every timer and in-flight probe; returns once they have all ended."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = True
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=grace)
+            if pending:  # a library swallowed the cancel: say so, and cancel again
+                log.warning(
+                    "%d probes did not stop within %.0fs; cancelling again", len(pending), grace
+                )
         self._tasks.clear()
 
     async def _loop(self, check: CheckSpec) -> None:
         due = time.monotonic() + self._rng.uniform(0, min(STARTUP_SPREAD, check.interval))
         failures_in_row = 0
-        while True:
+        while not self._stopping:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             async with self._limit:
                 self.lag.observe(max(0.0, time.monotonic() - due))

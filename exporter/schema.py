@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from .yamlsource import Path
+from .yamlsource import Path, format_path
 
 T = TypeVar("T")
 
@@ -45,11 +45,14 @@ class SchemaErrors(Exception):
         self.problems = problems
 
 
-def format_path(path: Path) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "<top level>"
+def field_path(name: str) -> Path:
+    """("allow_networks", 0) from "allow_networks[0]"; dotted names split at the dots."""
+    parts: list[str | int] = []
+    for piece in name.split("."):
+        head, *indices = piece.replace("]", "").split("[")
+        parts.append(head)
+        parts.extend(int(i) for i in indices)
+    return tuple(parts)
 
 
 def parse_duration(value: Any) -> float:
@@ -136,7 +139,7 @@ class Builder:
         checker = getattr(instance, "check", None)
         if callable(checker):
             for field_name, message in checker():
-                self.fail((*path, field_name) if field_name else path, message)
+                self.fail((*path, *field_path(field_name)) if field_name else path, message)
         return instance if len(self.problems) == before else None
 
     def value(self, hint: Any, data: Any, path: Path) -> Any:

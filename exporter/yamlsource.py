@@ -52,6 +52,14 @@ class Document:
         return Position(self.file, 1, 1)
 
 
+def format_path(path: Path) -> str:
+    """services.facebook.checks[0] style, for messages."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
 def _position(file: str, mark: yaml.Mark | None) -> Position:
     if mark is None:
         return Position(file, 1, 1)
@@ -91,7 +99,7 @@ def _convert(node: yaml.Node, path: Path, file: str, positions: dict[Path, Posit
             if key in result:
                 raise YamlSyntaxError(
                     _position(file, key_node.start_mark),
-                    f"duplicate key {key!r} (each name may appear once in a mapping)",
+                    f"duplicate key {key!r} in {format_path(path)} (each name may appear once)",
                 )
             result[key] = _convert(value_node, (*path, key), file, positions)
         positions.pop((*path, "<key>"), None)

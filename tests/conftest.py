@@ -113,6 +113,8 @@ def make_check(
     for key in list(raw):
         if key in common:
             common[key] = raw.pop(key)
+    if "qname" in raw:  # the DNS prober's `name` param; `name` here is the check's name
+        raw["name"] = raw.pop("qname")
     params_cls = REGISTRY[kind].params
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     converted = {k: tuple(v) if isinstance(v, list) and k in fields else v for k, v in raw.items()}

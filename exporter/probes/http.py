@@ -223,14 +223,11 @@ class _PhaseTimingConnector(aiohttp.TCPConnector):
             return await self._loop.create_connection(*args, **kwargs, sock=sock)
         server_name = kwargs.get("server_hostname") or ""
         with self._run.clock.phase(Phase.TLS):
+            # asyncio owns the socket now and closes it on failure (see net.handshake).
             try:
                 transport, protocol = await self._loop.create_connection(*args, **kwargs, sock=sock)
-            except (OSError, ConnectionError) as exc:  # ssl.SSLError is an OSError
-                sock.close()
+            except OSError as exc:  # ssl.SSLError and ConnectionError are OSErrors
                 raise net.tls_failure(exc, server_name) from None
-            except BaseException:
-                sock.close()
-                raise
         net.record_tls_facts(transport.get_extra_info("ssl_object"), self._run)
         return transport, protocol
 
@@ -281,7 +278,7 @@ async def _exchange(session: aiohttp.ClientSession, params: HttpParams, run: Pro
         headers=headers,
         data=params.body,
         allow_redirects=params.follow_redirects,
-        max_redirects=params.max_redirects,
+        max_redirects=params.max_redirects + 1,  # aiohttp: N means N-1 followed, 0 endless
     ) as response:
         run.facts["http_status"] = response.status
         if not _in_ranges(response.status, params.status_ranges):

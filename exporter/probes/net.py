@@ -104,15 +104,14 @@ async def handshake(
     """TLS over a connected socket; the transport is open on return (the caller closes it)."""
     loop = asyncio.get_running_loop()
     with run.clock.phase(Phase.TLS):
+        # From here asyncio owns the socket: on failure or cancel it closes the transport
+        # and the socket itself. Closing it here too would free the fd number while the
+        # dying transport is still registered under it.
         try:
             transport, _ = await loop.create_connection(
                 asyncio.Protocol, sock=sock, ssl=context, server_hostname=server_name
             )
         except (ssl.SSLError, ConnectionError) as exc:
-            sock.close()
             raise tls_failure(exc, server_name) from None
-        except BaseException:
-            sock.close()
-            raise
     record_tls_facts(transport.get_extra_info("ssl_object"), run)
     return transport
