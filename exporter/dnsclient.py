@@ -7,11 +7,12 @@ failure reads the same in every check.
 
 from __future__ import annotations
 
-import asyncio
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.flags
@@ -66,9 +67,22 @@ async def _ask_once(
     request: dns.message.Message, server: Endpoint, timeout: float, use_tcp: bool
 ) -> dns.message.Message:
     if not use_tcp:
-        response = await dns.asyncquery.udp(
-            request, server.host, timeout=timeout, port=server.port, ignore_trailing=True
+        # A connected UDP socket, so ICMP "unreachable" is reported at once as an OSError
+        # instead of leaving us to wait out the timeout.
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        backend = dns.asyncbackend.get_default_backend()
+        sock = await backend.make_socket(
+            family, socket.SOCK_DGRAM, 0, None, (server.host, server.port)
         )
+        async with sock:
+            response = await dns.asyncquery.udp(
+                request,
+                server.host,
+                timeout=timeout,
+                port=server.port,
+                ignore_trailing=True,
+                sock=sock,
+            )
         if not response.flags & dns.flags.TC:
             return response
         # Truncated: the full answer only comes over TCP, as a stub resolver would retry.
@@ -90,7 +104,9 @@ async def query(
     """Ask the servers in turn until one gives a definite answer (NOERROR or NXDOMAIN).
 
     SERVFAIL / REFUSED / timeouts move on to the next server, round-robin, until the
-    deadline (a monotonic time). The last answer seen is returned when no server gave a
+    deadline (a monotonic time). A server that fails hard (ICMP unreachable, port closed)
+    is not asked again: when all have, the lookup ends at once with dns_error instead of
+    spinning until the deadline. The last answer seen is returned when no server gave a
     definite one, so the caller can report its rcode; with no answer at all: DnsFailure.
     Raises PolicyViolation before sending anything when no server is allowed.
     """
@@ -103,20 +119,23 @@ async def query(
         request.flags &= ~dns.flags.RD
     last_answer: Answer | None = None
     last_error = "no answer"
+    timed_out = False
+    unreachable: set[Endpoint] = set()
     attempt = 0
-    while _remaining(deadline) > 0:
+    while _remaining(deadline) > 0 and len(unreachable) < len(allowed):
         server = allowed[attempt % len(allowed)]
         attempt += 1
+        if server in unreachable:
+            continue
         timeout = min(attempt_timeout, _remaining(deadline))
         try:
             response = await _ask_once(request, server, timeout, use_tcp)
         except dns.exception.Timeout:
-            last_error = f"{what} {server} did not answer within {timeout:.2f}s"
+            last_error, timed_out = f"{what} {server} did not answer within {timeout:.2f}s", True
             continue
         except (OSError, EOFError) as exc:
-            last_error = f"{what} {server}: {type(exc).__name__}: {exc}"
-            # A refused UDP port answers at once: wait a little so we do not spin.
-            await asyncio.sleep(min(0.05, max(_remaining(deadline), 0)))
+            last_error = f"{what} {server} unreachable: {getattr(exc, 'strerror', None) or exc}"
+            unreachable.add(server)
             continue
         except dns.exception.DNSException as exc:
             raise DnsFailure(
@@ -129,8 +148,8 @@ async def query(
             break  # every server said no, twice: that is the answer
     if last_answer is not None:
         return last_answer
-    timed_out = "did not answer" in last_error
-    raise DnsFailure(Reason.DNS_TIMEOUT if timed_out else Reason.DNS_ERROR, last_error)
+    only_unreachable = len(unreachable) == len(allowed) and not timed_out
+    raise DnsFailure(Reason.DNS_ERROR if only_unreachable else Reason.DNS_TIMEOUT, last_error)
 
 
 def failure_for_rcode(answer: Answer, name: str) -> DnsFailure | None:
