@@ -28,19 +28,27 @@ Probe = Callable[[CheckSpec], Awaitable[ProbeResult]]
 ResultSink = Callable[[CheckSpec, ProbeResult], None]
 
 
+def is_suspect(check: CheckSpec, result: ProbeResult) -> bool:
+    """A result worth confirming at once: a measured failure, or a success over the threshold."""
+    if result.success:
+        return result.duration > check.latency_threshold
+    return result.measured
+
+
 def next_delay(
     check: CheckSpec,
     result: ProbeResult,
-    failures_in_row: int,
+    suspect_in_row: int,
     settings: Settings,
     rng: random.Random,
 ) -> float:
     """Pure: seconds until the next probe of this check.
 
-    A failure not yet confirmed is re-checked after recheck_interval; everything else waits
-    the interval, +/- jitter so that many checks do not stay in lockstep.
+    A failure (or slowness) not yet confirmed is re-checked after recheck_interval, so an
+    outage is confirmed in seconds; everything else waits the interval, +/- jitter so that
+    many checks do not stay in lockstep.
     """
-    if not result.success and result.measured and failures_in_row < settings.confirm_failures:
+    if is_suspect(check, result) and suspect_in_row < settings.confirm_failures:
         return check.recheck_interval
     spread = check.interval * settings.jitter
     return max(0.0, check.interval + rng.uniform(-spread, spread))
@@ -89,7 +97,7 @@ class Scheduler:
 
     async def _loop(self, check: CheckSpec) -> None:
         due = time.monotonic() + self._rng.uniform(0, min(STARTUP_SPREAD, check.interval))
-        failures_in_row = 0
+        suspect_in_row = 0
         while not self._stopping:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             async with self._limit:
@@ -99,14 +107,14 @@ class Scheduler:
                     result = await self._probe(check)
                 finally:
                     self.in_flight -= 1
-            failures_in_row = 0 if result.success else failures_in_row + 1
+            suspect_in_row = suspect_in_row + 1 if is_suspect(check, result) else 0
             try:
                 self._on_result(check, result)
             except Exception:  # a bug downstream must not stop this check's timer
                 log.exception("recording the result of %s/%s failed", check.service, check.name)
             # Keep the cadence from the due time; after a long stall, start afresh from now.
             due = max(
-                due + next_delay(check, result, failures_in_row, self.settings, self._rng),
+                due + next_delay(check, result, suspect_in_row, self.settings, self._rng),
                 time.monotonic(),
             )
 

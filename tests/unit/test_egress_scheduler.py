@@ -47,26 +47,34 @@ def test_bad_network_is_named() -> None:
         EgressPolicy.from_strings(["10.0.0.0/99"])
 
 
-def result(reason: Reason) -> ProbeResult:
-    return ProbeResult(success=reason is Reason.OK, reason=reason, duration=0.01, started_at=0.0)
+def result(reason: Reason, duration: float = 0.01) -> ProbeResult:
+    return ProbeResult(
+        success=reason is Reason.OK, reason=reason, duration=duration, started_at=0.0
+    )
 
 
-CHECK = make_check("tcp", host="127.0.0.1", port=1, interval=15.0, recheck_interval=2.0)
+CHECK = make_check(
+    "tcp", host="127.0.0.1", port=1, interval=15.0, recheck_interval=2.0, latency_threshold=1.0
+)
 SETTINGS = Settings(confirm_failures=2, jitter=0.1, max_concurrency=4)
 
 
 @pytest.mark.parametrize(
-    ("reason", "failures_in_row", "expected"),
+    ("reason", "duration", "suspect_in_row", "expected"),
     [
-        (Reason.TCP_TIMEOUT, 1, 2.0),  # first failure: fast re-check
-        (Reason.TCP_TIMEOUT, 2, None),  # confirmed: back to the interval
-        (Reason.OK, 0, None),
-        (Reason.BLOCKED_BY_POLICY, 1, None),  # nothing to confirm: it never left the machine
+        (Reason.TCP_TIMEOUT, 0.5, 1, 2.0),  # first failure: fast re-check
+        (Reason.TCP_TIMEOUT, 0.5, 2, None),  # confirmed: back to the interval
+        (Reason.OK, 0.5, 0, None),
+        (Reason.OK, 1.5, 1, 2.0),  # slow: confirmed as fast as a failure
+        (Reason.OK, 1.5, 2, None),
+        (Reason.BLOCKED_BY_POLICY, 0.0, 1, None),  # nothing to confirm: it never left the machine
     ],
 )
-def test_next_delay(reason: Reason, failures_in_row: int, expected: float | None) -> None:
+def test_next_delay(
+    reason: Reason, duration: float, suspect_in_row: int, expected: float | None
+) -> None:
     delays = {
-        next_delay(CHECK, result(reason), failures_in_row, SETTINGS, random.Random(i))
+        next_delay(CHECK, result(reason, duration), suspect_in_row, SETTINGS, random.Random(i))
         for i in range(50)
     }
     if expected is not None:
