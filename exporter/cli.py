@@ -172,6 +172,7 @@ def check_report(runtime: Runtime) -> tuple[str, int]:
     snap = runtime.snapshot()
     rows = [["SERVICE", "STATUS", "LAYER", "LATENCY", "REASON"]]
     exit_code = EXIT_OK
+    unjudged = 0
     for service in snap.config.meta_services:
         state = snap.services[service.name]
         results = [snap.records[c.key].last for c in service.checks if snap.records[c.key].last]
@@ -186,11 +187,14 @@ def check_report(runtime: Runtime) -> tuple[str, int]:
                 ", ".join(failing) or "-",
             ]
         )
-        if state.status in (Status.DOWN, Status.DEGRADED):
+        if state.status is not Status.UP:
             exit_code = EXIT_META_DOWN
+            unjudged += state.status is Status.UNKNOWN
     if not snap.vantage.up:
         exit_code = EXIT_VANTAGE_OR_CONFIG
         verdict = f"IT IS US: {snap.vantage.detail}."
+    elif unjudged:
+        verdict = f"Could not judge {unjudged} service(s): {snap.vantage.detail}."
     elif exit_code == EXIT_META_DOWN:
         verdict = "Meta has a problem; this vantage's network is fine."
     else:

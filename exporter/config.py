@@ -34,6 +34,7 @@ from typing import Any, Literal
 from . import yamlsource
 from .egress import EgressPolicy, parse_networks
 from .probes import REGISTRY
+from .probes.net import ca_file_problem
 from .resolver import parse_endpoint
 from .schema import Builder, Duration, Problem, format_path
 from .spec import CONTROL_SERVICE, CheckSpec, Config, Endpoint, ServiceSpec, Settings
@@ -108,9 +109,7 @@ class TlsSection:
     ca_file: str | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        if self.ca_file and not FsPath(self.ca_file).is_file():
-            return [("ca_file", f"no such file: {self.ca_file}")]
-        return []
+        return ca_file_problem(self.ca_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +267,15 @@ class _Compiler:
             return []
         family = common.ip_family or defaults.ip_family
         families = ("ip4", "ip6") if family == "both" else (family,)
+        if family == "both" and common.resolve_to:
+            given = {"ip6" if ":" in a else "ip4" for a in common.resolve_to}
+            if given != {"ip4", "ip6"}:
+                self.builder.fail(
+                    (*path, "resolve_to"),
+                    "ip_family both needs resolve_to addresses of both families",
+                    "add an IPv4 and an IPv6 address, or pin ip_family",
+                )
+                return []
         specs = []
         for one in families:
             specs.append(

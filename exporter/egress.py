@@ -15,6 +15,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 EVERYWHERE = ("0.0.0.0/0", "::/0")
+_THIS_HOST = ipaddress.ip_network("0.0.0.0/8")
 
 
 class PolicyViolation(Exception):
@@ -28,13 +29,24 @@ class PolicyViolation(Exception):
 
 def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
     """Networks from CIDR strings; a bare address is a single host. ValueError names the bad one."""
-    networks = []
+    networks: list[Network] = []
     for text in texts:
         try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+            network = ipaddress.ip_network(text.strip(), strict=False)
         except ValueError:
             raise ValueError(f"{text!r} is not a network (expected CIDR like 10.0.0.0/8)") from None
+        networks.append(_unmapped(network))
     return tuple(networks)
+
+
+def _unmapped(network: Network) -> Network:
+    """::ffff:10.0.0.0/104 is 10.0.0.0/8: addresses are compared in their IPv4 form too."""
+    mapped = ipaddress.ip_network("::ffff:0:0/96")
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(mapped):
+        base = network.network_address.ipv4_mapped
+        assert base is not None
+        return ipaddress.ip_network(f"{base}/{network.prefixlen - 96}")
+    return network
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,8 @@ class EgressPolicy:
             return False  # not an address: never connect to it
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 on the wire
+        if ip.is_unspecified or ip in _THIS_HOST:
+            return False  # 0.0.0.0 and :: reach this host: never a probe target
         if any(ip in net for net in self.deny if net.version == ip.version):
             return False
         return any(ip in net for net in self.allow if net.version == ip.version)

@@ -100,7 +100,8 @@ METRICS: tuple[MetricDoc, ...] = (
         "meta_probe_tls_cert_expiry_timestamp_seconds",
         "gauge",
         ("service", "check"),
-        "Unix time when the leaf certificate seen by the latest probe expires" + CACHED + ".",
+        "Unix time when the leaf certificate last seen by this check expires"
+        " (kept while later probes fail before TLS).",
     ),
     MetricDoc(
         "meta_probe_dns_answer_rrs",
@@ -244,8 +245,8 @@ class ExporterCollector(Collector):
             in_row.add_metric(labels, float(record.consecutive_failures))
             if result.http_status is not None:
                 http_status.add_metric(labels, float(result.http_status))
-            if result.tls_expiry is not None:
-                expiry.add_metric(labels, result.tls_expiry)
+            if record.tls_expiry is not None:
+                expiry.add_metric(labels, record.tls_expiry)
             if result.dns_answers is not None:
                 answers.add_metric(labels, float(result.dns_answers))
             if result.address_family is not None:

@@ -71,10 +71,11 @@ class Runtime:
     async def probe(self, check: CheckSpec) -> ProbeResult:
         return await run_probe(check, self.env)
 
-    def on_result(self, check: CheckSpec, result: ProbeResult) -> None:
+    def on_result(self, check: CheckSpec, result: ProbeResult) -> int:
+        """Record a result, update verdicts; returns the check's suspect streak."""
         record = self.store.record(check.key, result)
         if record is None:
-            return
+            return 0
         if not result.success:
             log.debug(
                 "probe %s/%s failed: %s (%s)",
@@ -87,7 +88,19 @@ class Runtime:
         if control is not None and check.service == control.name:
             self._refresh_all()
         else:
+            if not result.success and result.measured and record.consecutive_failures == 1:
+                self._reverify_vantage(check)
             self._refresh(self.config.service(check.service))
+        return record.suspect_streak
+
+    def _reverify_vantage(self, check: CheckSpec) -> None:
+        """A Meta check just started failing: re-run the control checks now, so we know
+        whether it is Meta or us before the failure is confirmed."""
+        control = self.config.control
+        if control is not None and self._scheduler is not None:
+            self._scheduler.wake(
+                [c.key for c in control.checks], min_gap=check.recheck_interval / 2
+            )
 
     def _refresh_all(self) -> None:
         states = self.store.states()
@@ -180,21 +193,29 @@ class Runtime:
     # -- one-shot ----------------------------------------------------------------------
 
     async def check_once(self) -> None:
-        """Probe every check once, re-checking failures until confirmed (the `check` command)."""
+        """Probe every check once, re-checking failures until confirmed (the `check` command).
+
+        The control checks run last, so they vouch for the vantage after every Meta failure
+        began (see verdict.py).
+        """
         limit = asyncio.Semaphore(self.config.settings.max_concurrency)
         confirm = self.config.settings.confirm_failures
 
         async def until_confirmed(check: CheckSpec) -> None:
-            for attempt in range(confirm):
-                if attempt:
-                    await asyncio.sleep(check.recheck_interval)
+            while True:
                 async with limit:
                     result = await self.probe(check)
-                self.on_result(check, result)
-                if result.success or not result.measured:
+                streak = self.on_result(check, result)
+                if not 0 < streak < confirm:
                     return
+                await asyncio.sleep(check.recheck_interval)
 
-        await asyncio.gather(*(until_confirmed(c) for c in self.config.checks))
+        control = self.config.control
+        await asyncio.gather(
+            *(until_confirmed(c) for s in self.config.meta_services for c in s.checks)
+        )
+        if control is not None:
+            await asyncio.gather(*(until_confirmed(c) for c in control.checks))
 
     # -- reading -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ probe starts (queueing behind the concurrency limit, or a busy event loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -25,30 +26,24 @@ LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STARTUP_SPREAD = 1.0
 
 Probe = Callable[[CheckSpec], Awaitable[ProbeResult]]
-ResultSink = Callable[[CheckSpec, ProbeResult], None]
-
-
-def is_suspect(check: CheckSpec, result: ProbeResult) -> bool:
-    """A result worth confirming at once: a measured failure, or a success over the threshold."""
-    if result.success:
-        return result.duration > check.latency_threshold
-    return result.measured
+# Records a result and returns the check's suspect streak (the store is the one place
+# that counts failures in a row).
+ResultSink = Callable[[CheckSpec, ProbeResult], int]
 
 
 def next_delay(
     check: CheckSpec,
-    result: ProbeResult,
-    suspect_in_row: int,
+    suspect_streak: int,
     settings: Settings,
     rng: random.Random,
 ) -> float:
     """Pure: seconds until the next probe of this check.
 
-    A failure (or slowness) not yet confirmed is re-checked after recheck_interval, so an
-    outage is confirmed in seconds; everything else waits the interval, +/- jitter so that
-    many checks do not stay in lockstep.
+    A failure (or slowness) not yet confirmed (0 < streak < confirm_failures) is re-checked
+    after recheck_interval, so an outage is confirmed in seconds; everything else waits the
+    interval, +/- jitter so that many checks do not stay in lockstep.
     """
-    if is_suspect(check, result) and suspect_in_row < settings.confirm_failures:
+    if 0 < suspect_streak < settings.confirm_failures:
         return check.recheck_interval
     spread = check.interval * settings.jitter
     return max(0.0, check.interval + rng.uniform(-spread, spread))
@@ -75,48 +70,78 @@ class Scheduler:
         self.lag = lag if lag is not None else Histogram(LAG_BUCKETS)
         self.in_flight = 0
         self._stopping = False
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._wake_at: dict[tuple[str, str], float] = {}
+        self._last_start: dict[tuple[str, str], float] = {}
 
     def start(self) -> None:
         for check in self.checks:
+            self._wake[check.key] = asyncio.Event()
             name = f"probe {check.service}/{check.name}"
             self._tasks.append(asyncio.create_task(self._loop(check), name=name))
 
-    async def stop(self, grace: float = 5.0) -> None:
+    def wake(self, keys: Iterable[tuple[str, str]], min_gap: float) -> None:
+        """Probe these checks now, or `min_gap` after their last start if that is later.
+
+        Used to re-verify the vantage (control checks) the moment a Meta check first fails,
+        so an uplink failure is recognised as ours before any Meta failure is confirmed.
+        """
+        now = time.monotonic()
+        for key in keys:
+            event = self._wake.get(key)
+            if event is not None:
+                self._wake_at[key] = max(now, self._last_start.get(key, 0.0) + min_gap)
+                event.set()
+
+    async def stop(self, grace: float = 5.0, rounds: int = 3) -> None:
         """Cancel every timer and in-flight probe; returns once they have all ended."""
         self._stopping = True
         pending = set(self._tasks)
-        while pending:
+        for _ in range(rounds):
+            if not pending:
+                break
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=grace)
-            if pending:  # a library swallowed the cancel: say so, and cancel again
-                log.warning(
-                    "%d probes did not stop within %.0fs; cancelling again", len(pending), grace
-                )
+        if pending:  # a library swallowed every cancel: do not hang a reload or shutdown
+            log.error("%d probes ignored cancellation; abandoning them", len(pending))
         self._tasks.clear()
+
+    async def _sleep_until(self, check: CheckSpec, due: float) -> float:
+        """Sleep until due or until woken; returns the due time actually used."""
+        event = self._wake[check.key]
+        while True:
+            woken = self._wake_at.pop(check.key, None)
+            if woken is not None and woken < due:
+                due = woken
+            remaining = due - time.monotonic()
+            if remaining <= 0:
+                return due
+            event.clear()  # safe: a wake before this point was taken from _wake_at above
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await event.wait()
 
     async def _loop(self, check: CheckSpec) -> None:
         due = time.monotonic() + self._rng.uniform(0, min(STARTUP_SPREAD, check.interval))
-        suspect_in_row = 0
         while not self._stopping:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due = await self._sleep_until(check, due)
             async with self._limit:
-                self.lag.observe(max(0.0, time.monotonic() - due))
+                started = time.monotonic()
+                self.lag.observe(max(0.0, started - due))
+                self._last_start[check.key] = started
                 self.in_flight += 1
                 try:
                     result = await self._probe(check)
                 finally:
                     self.in_flight -= 1
-            suspect_in_row = suspect_in_row + 1 if is_suspect(check, result) else 0
+            streak = 0
             try:
-                self._on_result(check, result)
+                streak = self._on_result(check, result)
             except Exception:  # a bug downstream must not stop this check's timer
                 log.exception("recording the result of %s/%s failed", check.service, check.name)
             # Keep the cadence from the due time; after a long stall, start afresh from now.
-            due = max(
-                due + next_delay(check, result, suspect_in_row, self.settings, self._rng),
-                time.monotonic(),
-            )
+            due = max(due + next_delay(check, streak, self.settings, self._rng), time.monotonic())
 
 
 class LoopLagMonitor:

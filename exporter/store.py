@@ -60,25 +60,52 @@ class CheckRecord:
     failures: Counter[Reason] = field(default_factory=Counter)
     phases: dict[Phase, Histogram] = field(default_factory=dict)
 
+    # started_at of the first failure of the current streak (None while not failing).
+    failing_since: float | None = None
+    # The last certificate expiry seen, kept while later probes fail before TLS (a DNS
+    # outage must not blind the expiry alert).
+    tls_expiry: float | None = None
+
     def record(self, result: ProbeResult) -> None:
         self.last = result
         self.probes_total += 1
-        if result.success:
-            self.consecutive_failures = 0
-            slow = result.duration > self.spec.latency_threshold
-            self.consecutive_slow = self.consecutive_slow + 1 if slow else 0
-        else:
-            self.consecutive_failures += 1
-            self.consecutive_slow = 0
-            self.failures[result.reason] += 1
+        if result.tls_expiry is not None:
+            self.tls_expiry = result.tls_expiry
         for phase, seconds in result.phases.items():
             histogram = self.phases.get(phase)
             if histogram is None:
                 histogram = self.phases[phase] = Histogram(PHASE_BUCKETS)
             histogram.observe(seconds)
+        if not result.success:
+            self.failures[result.reason] += 1
+        if not result.measured:
+            return  # a blocked or crashed probe says nothing: streaks neither grow nor reset
+        if result.success:
+            self.consecutive_failures = 0
+            self.failing_since = None
+            slow = result.duration > self.spec.latency_threshold
+            self.consecutive_slow = self.consecutive_slow + 1 if slow else 0
+        else:
+            if self.consecutive_failures == 0:
+                self.failing_since = result.started_at
+            self.consecutive_failures += 1
+            self.consecutive_slow = 0
+
+    @property
+    def suspect_streak(self) -> int:
+        """Failures (or slow successes) in a row ending with the last result; 0 otherwise.
+
+        The scheduler re-checks fast while 0 < streak < confirm_failures.
+        """
+        last = self.last
+        if last is None or not last.measured:
+            return 0
+        return self.consecutive_slow if last.success else self.consecutive_failures
 
     def state(self) -> CheckState:
-        return CheckState(self.last, self.consecutive_failures, self.consecutive_slow)
+        return CheckState(
+            self.last, self.consecutive_failures, self.consecutive_slow, self.failing_since
+        )
 
 
 class ResultStore:

@@ -2,20 +2,26 @@
 
 Rules (README "How the verdict is reached"):
 - A check is *failing* only when its last result failed and that was confirmed
-  (confirm_failures results in a row, i.e. the first failure plus its fast re-check), so a
-  single lost packet is never an outage. It is *slow* when its last confirm_failures
-  successful results all took longer than its latency threshold.
+  (confirm_failures measured failures in a row: the first failure plus its fast re-check),
+  so a single lost packet is never an outage; *slow* likewise for slow successes.
+  Blocked or crashed probes measure nothing and neither extend nor break a streak.
 - The vantage is down when every control check (non-Meta targets) is failing — or was
   blocked by the egress policy: then nothing can be said about Meta, and every Meta
-  service is UNKNOWN rather than DOWN.
-- A service is DOWN when all its measured critical checks are failing, DEGRADED when any
-  check is failing or slow, UP otherwise, UNKNOWN when nothing measured it.
+  service is UNKNOWN rather than DOWN. While a control check has an unconfirmed failure
+  the Meta verdicts hold still, and a Meta failure counts only once every control check
+  has run again since it began (the scheduler re-runs them at once), so a dying uplink is
+  never reported as Meta going down first. When the control DNS checks fail, our own
+  resolver is broken and DNS failures are not held against Meta.
+- A service is DOWN when all its measured critical checks are failing (all its checks,
+  if none is marked critical), DEGRADED when any check is failing or slow, UP otherwise,
+  UNKNOWN when nothing measured it.
 - The failing layer is the lowest layer among the failing checks
   (bgp < dns < tcp < tls < http < content).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +36,8 @@ class CheckState:
     last: ProbeResult | None = None
     consecutive_failures: int = 0
     consecutive_slow: int = 0
+    # started_at of the first failure of the current streak.
+    failing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,13 @@ class ServiceState:
 class VantageHealth:
     up: bool
     detail: str
+    # False while a control check has an unconfirmed failure: Meta verdicts hold still.
+    settled: bool = True
+    # False when the vantage's own resolver fails: DNS failures say nothing about Meta.
+    dns_ok: bool = True
+    # When every control check last ran: a Meta failure that began later is not yet
+    # known to be Meta's (+inf without control checks: nothing to wait for).
+    verified_at: float = math.inf
 
 
 def is_failing(state: CheckState, confirm: int) -> bool:
@@ -74,28 +89,58 @@ def _blocked_or_failing(state: CheckState, confirm: int) -> bool:
     return not last.measured or state.consecutive_failures >= confirm
 
 
+def _unconfirmed_failure(state: CheckState, confirm: int) -> bool:
+    last = state.last
+    return (
+        last is not None
+        and not last.success
+        and last.measured
+        and state.consecutive_failures < confirm
+    )
+
+
 def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int) -> VantageHealth:
     checks = list(control)
     if not checks:
         return VantageHealth(True, "no control checks configured: the vantage is assumed healthy")
     if all(state.last is None for _, state in checks):
-        return VantageHealth(True, "control checks have not run yet")
+        return VantageHealth(True, "control checks have not run yet", verified_at=-math.inf)
+    verified_at = min((s.last.started_at if s.last else -math.inf) for _, s in checks)
+    settled = not any(_unconfirmed_failure(state, confirm) for _, state in checks)
+    resolver_checks = [state for spec, state in checks if spec.kind == "dns"]
+    dns_ok = not resolver_checks or not all(
+        _blocked_or_failing(s, confirm) for s in resolver_checks
+    )
     down = [spec for spec, state in checks if _blocked_or_failing(state, confirm)]
     if len(down) == len(checks):
         blocked = all(state.last is not None and not state.last.measured for _, state in checks)
         why = "blocked by the egress policy" if blocked else "failing"
         return VantageHealth(
-            False, f"every control check is {why}: the problem is this vantage's network, not Meta"
+            False,
+            f"every control check is {why}: the problem is this vantage's network, not Meta",
+            settled,
+            dns_ok,
+            verified_at,
         )
-    if down:
-        return VantageHealth(
-            True, f"{len(checks) - len(down)} of {len(checks)} control checks pass"
-        )
-    return VantageHealth(True, "control checks pass")
+    if not dns_ok:
+        detail = "this vantage's resolver fails: DNS failures are not blamed on Meta"
+    elif down:
+        detail = f"{len(checks) - len(down)} of {len(checks)} control checks pass"
+    else:
+        detail = "control checks pass"
+    return VantageHealth(True, detail, settled, dns_ok, verified_at)
 
 
 def _lowest_layer(results: Iterable[ProbeResult]) -> Layer:
     return min((r.layer for r in results), key=lambda layer: layer.rank, default=Layer.NONE)
+
+
+def _says_nothing_about_meta(state: CheckState, vantage: VantageHealth) -> bool:
+    """Results that cannot be held against Meta: not measured, or DNS while our resolver fails."""
+    last = state.last
+    if last is None or not last.measured:
+        return True
+    return not last.success and last.layer is Layer.DNS and not vantage.dns_ok
 
 
 def service_verdict(
@@ -103,28 +148,39 @@ def service_verdict(
     states: Mapping[tuple[str, str], CheckState],
     vantage: VantageHealth,
     confirm: int,
-) -> Verdict:
+) -> Verdict | None:
+    """The service's verdict, or None to hold the previous one (the vantage is being re-checked)."""
     if not vantage.up:
         return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
+    if not vantage.settled:
+        return None
     pairs = [(spec, states.get(spec.key, CheckState())) for spec in service.checks]
-    measured = [(spec, s) for spec, s in pairs if s.last is not None and s.last.measured]
+    measured = [(spec, s) for spec, s in pairs if not _says_nothing_about_meta(s, vantage)]
     if not measured:
+        if not vantage.dns_ok and any(s.last is not None for _, s in pairs):
+            return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
         ran = any(s.last is not None for _, s in pairs)
         return Verdict(
             Status.UNKNOWN,
             Layer.NONE,
             "every check was blocked or could not run" if ran else "no probe has finished yet",
         )
-    failing = [(spec, s) for spec, s in measured if is_failing(s, confirm)]
-    critical = [(spec, s) for spec, s in measured if spec.critical] or measured
-    layer = _lowest_layer(s.last for _, s in failing if s.last is not None)
-    if failing and all(is_failing(s, confirm) for _, s in critical):
-        names = ", ".join(spec.name for spec, _ in failing)
+
+    def failing(state: CheckState) -> bool:
+        # Confirmed, and the vantage was verified healthy after the failure began.
+        return is_failing(state, confirm) and (state.failing_since or 0.0) <= vantage.verified_at
+
+    failed = [(spec, s) for spec, s in measured if failing(s)]
+    has_critical = any(spec.critical for spec in service.checks)
+    critical = [(spec, s) for spec, s in measured if spec.critical or not has_critical]
+    layer = _lowest_layer(s.last for _, s in failed if s.last is not None)
+    if failed and critical and all(failing(s) for _, s in critical):
+        names = ", ".join(spec.name for spec, _ in failed)
         return Verdict(Status.DOWN, layer, f"failing at {layer.value}: {names}")
-    if failing:
-        names = ", ".join(f"{spec.name} ({s.last.reason.value})" for spec, s in failing if s.last)
+    if failed:
+        names = ", ".join(f"{spec.name} ({s.last.reason.value})" for spec, s in failed if s.last)
         return Verdict(
-            Status.DEGRADED, layer, f"{len(failing)} of {len(measured)} checks failing: {names}"
+            Status.DEGRADED, layer, f"{len(failed)} of {len(measured)} checks failing: {names}"
         )
     slow = [(spec, s) for spec, s in measured if is_slow(s, confirm)]
     if slow:
@@ -137,8 +193,12 @@ def service_verdict(
     return Verdict(Status.UP, Layer.NONE, f"{len(measured)} checks pass")
 
 
-def next_state(previous: ServiceState | None, verdict: Verdict, now: float) -> ServiceState:
+def next_state(previous: ServiceState | None, verdict: Verdict | None, now: float) -> ServiceState:
     """Carry `since` over while the status holds; a new status starts a new period."""
+    if verdict is None:  # hold: the vantage is being re-verified
+        return previous or ServiceState(
+            Status.UNKNOWN, Layer.NONE, now, "waiting for the control checks"
+        )
     if previous is not None and previous.status is verdict.status:
         return ServiceState(verdict.status, verdict.layer, previous.since, verdict.detail)
     return ServiceState(verdict.status, verdict.layer, now, verdict.detail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -86,6 +87,8 @@ class ProbeRun:
 
     clock: PhaseClock = field(default_factory=PhaseClock)
     facts: dict[str, Any] = field(default_factory=dict)
+    # Event-loop time when the probe's deadline strikes.
+    deadline: float = math.inf
 
 
 class ProbeEnv:
@@ -125,7 +128,7 @@ _FACT_FIELDS = (
 
 async def execute(check: CheckSpec, env: ProbeEnv, body: ProbeBody) -> ProbeResult:
     """Run one probe under its deadline and return what it saw. Never raises (but cancel)."""
-    run = ProbeRun()
+    run = ProbeRun(deadline=asyncio.get_running_loop().time() + check.timeout)
     started_at = time.time()
     start = time.perf_counter()
     reason, detail = Reason.OK, ""

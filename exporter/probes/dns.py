@@ -170,12 +170,19 @@ async def probe_dns(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
             servers = await _nameserver_endpoints(params, check, env, deadline)
             for server in servers:
                 env.policy.require(server.host, "nameserver")
-            answers = await asyncio.gather(
-                *(
-                    _ask(params.name, params, [s], env, deadline, authoritative=True)
-                    for s in servers
-                )
-            )
+            # A TaskGroup, not gather: one nameserver failing must cancel the others'
+            # queries, never leave them running past the probe.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(
+                            _ask(params.name, params, [s], env, deadline, authoritative=True)
+                        )
+                        for s in servers
+                    ]
+            except ExceptionGroup as failures:
+                raise failures.exceptions[0] from None  # report the first nameserver's failure
+            answers = [task.result() for task in tasks]
     verdicts = [judge(answer, params, params.name) for answer in answers]
     run.facts["dns_rcode"] = answers[0].rcode
     run.facts["dns_answers"] = verdicts[0][2]

@@ -72,7 +72,7 @@ class HttpParams:
     bearer_token_file: str | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
+        problems = net.ca_file_problem(self.ca_file)
         url = URL(self.url)
         if url.scheme not in ("http", "https") or not url.host:
             problems.append(("url", f"{self.url!r} is not an http:// or https:// URL with a host"))
@@ -325,11 +325,8 @@ async def probe_http(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
             ) from None
         except aiohttp.ClientResponseError as exc:
             raise ProbeFailure(Reason.HTTP_PROTOCOL, f"bad HTTP answer: {exc.message}") from None
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-        ) as exc:
+        except aiohttp.ClientError as exc:
+            # Broken mid-answer, invalid redirect target, reset...: the server spoke bad HTTP.
             raise ProbeFailure(
                 Reason.HTTP_PROTOCOL, f"connection broke mid-answer: {type(exc).__name__}"
             ) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import ssl
 from collections.abc import Sequence
@@ -32,6 +33,19 @@ _VERIFY_REASONS = {
     62: Reason.TLS_HOSTNAME_MISMATCH,
     64: Reason.TLS_HOSTNAME_MISMATCH,  # IP address mismatch
 }
+
+
+def ca_file_problem(ca_file: str | None) -> list[tuple[str, str]]:
+    """Config check shared by the tls and http params: a CA bundle must be a readable file."""
+    if ca_file and not os.access(ca_file, os.R_OK):
+        return [("ca_file", f"cannot read CA bundle {ca_file}")]
+    return []
+
+
+def _share(run: ProbeRun, addresses_left: int) -> float:
+    """An equal share of the probe's remaining time for one of several addresses."""
+    remaining = run.deadline - asyncio.get_running_loop().time()
+    return max(0.05, remaining / addresses_left)
 
 
 def connect_reason(exc: OSError) -> Reason:
@@ -66,14 +80,20 @@ async def connect(
     loop = asyncio.get_running_loop()
     last_error: OSError | None = None
     with run.clock.phase(Phase.CONNECT):
-        for address in addresses:
+        for index, address in enumerate(addresses):
             family = socket.AF_INET6 if family_of(address) == "ipv6" else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await loop.sock_connect(sock, (address, port))
-            except OSError as exc:
+                if index < len(addresses) - 1:
+                    # Not the last address: give it a share of the time left, so one
+                    # blackholed address cannot eat the deadline of the ones that work.
+                    async with asyncio.timeout(_share(run, len(addresses) - index)):
+                        await loop.sock_connect(sock, (address, port))
+                else:
+                    await loop.sock_connect(sock, (address, port))
+            except OSError as exc:  # includes TimeoutError from the share running out
                 sock.close()
                 last_error = exc
                 continue
@@ -111,7 +131,7 @@ async def handshake(
             transport, _ = await loop.create_connection(
                 asyncio.Protocol, sock=sock, ssl=context, server_hostname=server_name
             )
-        except (ssl.SSLError, ConnectionError) as exc:
+        except OSError as exc:  # ssl.SSLError and ConnectionError are OSErrors
             raise tls_failure(exc, server_name) from None
     record_tls_facts(transport.get_extra_info("ssl_object"), run)
     return transport

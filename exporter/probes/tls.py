@@ -25,7 +25,10 @@ class TlsParams:
     min_version: Literal["TLSv1.2", "TLSv1.3"] | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        return [] if 0 < self.port < 65536 else [("port", f"port {self.port} is not 1-65535")]
+        problems = net.ca_file_problem(self.ca_file)
+        if not 0 < self.port < 65536:
+            problems.append(("port", f"port {self.port} is not 1-65535"))
+        return problems
 
 
 def version_too_old(version: str | None, minimum: str | None) -> bool:
@@ -37,9 +40,9 @@ def version_too_old(version: str | None, minimum: str | None) -> bool:
 async def probe_tls(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     params: TlsParams = check.params
     server_name = params.server_name or params.host
+    context: ssl.SSLContext = env.ssl_context(params.ca_file)  # before a socket exists
     addresses = await resolve(params.host, check, env, run)
     sock = await net.connect(addresses, params.port, run, env.policy)
-    context: ssl.SSLContext = env.ssl_context(params.ca_file)
     transport = await net.handshake(sock, context, server_name, run)
     transport.close()
     version = run.facts.get("tls_version")

@@ -198,6 +198,16 @@ def test_durations_accept_units() -> None:
             id="builtin-catalog-type",
         ),
         pytest.param(
+            MINIMAL + "        ip_family: both\n        resolve_to: [127.0.0.1]\n",
+            "resolve_to: ip_family both needs resolve_to addresses of both families",
+            id="both-families-one-override",
+        ),
+        pytest.param(
+            MINIMAL + "        ca_file: /nonexistent/ca.pem\n",
+            "services.facebook.checks.web.ca_file: cannot read CA bundle /nonexistent/ca.pem",
+            id="unreadable-ca-file",
+        ),
+        pytest.param(
             "- a\n- b\n",
             "the top level must be a mapping",
             id="top-level-list",

@@ -12,6 +12,7 @@ from exporter.egress import LOOPBACK, EgressPolicy, PolicyViolation
 from exporter.model import ProbeResult, Reason
 from exporter.scheduler import Scheduler, next_delay
 from exporter.spec import CheckSpec, Settings
+from exporter.store import CheckRecord, ResultStore
 from tests.conftest import make_check
 
 
@@ -60,27 +61,56 @@ SETTINGS = Settings(confirm_failures=2, jitter=0.1, max_concurrency=4)
 
 
 @pytest.mark.parametrize(
-    ("reason", "duration", "suspect_in_row", "expected"),
+    ("streak", "expected"),
     [
-        (Reason.TCP_TIMEOUT, 0.5, 1, 2.0),  # first failure: fast re-check
-        (Reason.TCP_TIMEOUT, 0.5, 2, None),  # confirmed: back to the interval
-        (Reason.OK, 0.5, 0, None),
-        (Reason.OK, 1.5, 1, 2.0),  # slow: confirmed as fast as a failure
-        (Reason.OK, 1.5, 2, None),
-        (Reason.BLOCKED_BY_POLICY, 0.0, 1, None),  # nothing to confirm: it never left the machine
+        (1, 2.0),  # first failure (or slow success): fast re-check
+        (2, None),  # confirmed: back to the interval
+        (0, None),  # healthy, or a blocked probe that measured nothing
     ],
 )
-def test_next_delay(
-    reason: Reason, duration: float, suspect_in_row: int, expected: float | None
-) -> None:
-    delays = {
-        next_delay(CHECK, result(reason, duration), suspect_in_row, SETTINGS, random.Random(i))
-        for i in range(50)
-    }
+def test_next_delay(streak: int, expected: float | None) -> None:
+    delays = {next_delay(CHECK, streak, SETTINGS, random.Random(i)) for i in range(50)}
     if expected is not None:
         assert delays == {expected}
     else:
         assert all(13.5 <= d <= 16.5 for d in delays) and len(delays) > 1  # jittered around 15 s
+
+
+def test_streaks_live_in_the_store_and_ignore_unmeasured_results() -> None:
+    record = CheckRecord(CHECK)
+    seen = []
+    for reason, duration, started in [
+        (Reason.TCP_TIMEOUT, 0.5, 10.0),
+        (Reason.BLOCKED_BY_POLICY, 0.0, 11.0),  # measures nothing: the streak stands
+        (Reason.INTERNAL_ERROR, 0.0, 12.0),
+        (Reason.TCP_TIMEOUT, 0.5, 13.0),
+        (Reason.OK, 1.5, 14.0),  # slow (threshold 1 s)
+        (Reason.OK, 1.5, 15.0),
+        (Reason.OK, 0.1, 16.0),
+    ]:
+        record.record(ProbeResult(reason is Reason.OK, reason, duration, started))
+        seen.append((record.suspect_streak, record.consecutive_failures, record.failing_since))
+    assert seen == [
+        (1, 1, 10.0),
+        (0, 1, 10.0),
+        (0, 1, 10.0),
+        (2, 2, 10.0),
+        (1, 0, None),
+        (2, 0, None),
+        (0, 0, None),
+    ]
+    assert record.failures == {
+        Reason.TCP_TIMEOUT: 2,
+        Reason.BLOCKED_BY_POLICY: 1,
+        Reason.INTERNAL_ERROR: 1,
+    }
+
+
+def test_last_seen_certificate_expiry_survives_later_failures() -> None:
+    record = CheckRecord(CHECK)
+    record.record(ProbeResult(True, Reason.OK, 0.1, 1.0, tls_expiry=2e9))
+    record.record(ProbeResult(False, Reason.DNS_SERVFAIL, 0.1, 2.0))
+    assert record.tls_expiry == 2e9
 
 
 async def test_scheduler_rechecks_fast_and_respects_concurrency() -> None:
@@ -103,10 +133,15 @@ async def test_scheduler_rechecks_fast_and_respects_concurrency() -> None:
         running -= 1
         return result(Reason.TCP_REFUSED if check.name == "c0" else Reason.OK)
 
-    def on_result(check: CheckSpec, res: ProbeResult) -> None:
+    store = ResultStore(checks)
+
+    def on_result(check: CheckSpec, res: ProbeResult) -> int:
         seen.append((check.name, res.reason))
         if sum(1 for name, _ in seen if name == "c0") == 2 and len(seen) >= 7:
             done.set()
+        record = store.record(check.key, res)
+        assert record is not None
+        return record.suspect_streak
 
     scheduler = Scheduler(checks, Settings(2, 0.1, 2), probe, on_result, rng=random.Random(1))
     scheduler.start()
@@ -119,3 +154,37 @@ async def test_scheduler_rechecks_fast_and_respects_concurrency() -> None:
     assert [r for name, r in seen if name == "c0"] == [Reason.TCP_REFUSED, Reason.TCP_REFUSED]
     assert {name for name, _ in seen} == {f"c{i}" for i in range(6)}
     assert scheduler.lag.count == len(seen)
+
+
+async def test_wake_probes_a_check_before_its_interval() -> None:
+    checks = [make_check("tcp", name="slow_timer", host="127.0.0.1", port=1, interval=60.0)]
+    probed = asyncio.Event()
+    count = 0
+
+    async def probe(check: CheckSpec) -> ProbeResult:
+        nonlocal count
+        count += 1
+        if count == 2:
+            probed.set()
+        return result(Reason.OK)
+
+    scheduler = Scheduler(checks, Settings(2, 0.0, 2), probe, lambda c, r: 0, rng=random.Random(1))
+    scheduler.start()
+    try:
+        while count < 1:
+            await asyncio.sleep(0.01)
+        scheduler.wake([("facebook", "slow_timer")], min_gap=0.0)
+        await asyncio.wait_for(probed.wait(), timeout=5)  # not 60 s
+    finally:
+        await scheduler.stop()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "0.1.2.3", "::ffff:0.0.0.0"])
+def test_this_host_addresses_are_never_targets(address: str) -> None:
+    assert not EgressPolicy.from_strings(["0.0.0.0/0", "::/0"]).permits(address)
+
+
+def test_ipv4_mapped_deny_network_matches_both_forms() -> None:
+    policy = EgressPolicy.from_strings(["0.0.0.0/0", "::/0"], ["::ffff:10.0.0.0/104"])
+    assert not policy.permits("10.0.0.1") and not policy.permits("::ffff:10.0.0.1")
+    assert policy.permits("11.0.0.1")

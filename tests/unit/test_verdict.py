@@ -208,3 +208,50 @@ def test_every_reason_has_a_layer_matching_its_prefix() -> None:
     assert Reason.CONTENT_MISMATCH.layer is Layer.CONTENT
     assert Reason.BODY_TOO_LARGE.layer is Layer.CONTENT
     assert Reason.BLOCKED_BY_POLICY.layer is Layer.NONE
+
+
+def test_broken_local_resolver_is_not_blamed_on_meta() -> None:
+    """The control DNS check fails while an IP-literal control target still answers: our
+    resolver is broken, and Meta's dns-layer failures say nothing about Meta."""
+    control = [
+        make_check("dns", service="control", name="resolver", qname="example.com"),
+        make_check("http", service="control", name="cloudflare", url="https://1.1.1.1/"),
+    ]
+    vantage = vantage_health(
+        zip(control, [failing(Reason.DNS_TIMEOUT), ok()], strict=True), CONFIRM
+    )
+    assert vantage.up and not vantage.dns_ok
+    keyed = {("facebook", n): failing(Reason.DNS_TIMEOUT) for n in ("dns", "web", "graph")}
+    verdict = service_verdict(SERVICE, keyed, vantage, CONFIRM)
+    assert verdict is not None and verdict.status is Status.UNKNOWN
+    assert "resolver" in verdict.detail
+
+
+def test_meta_verdict_holds_while_a_control_check_is_being_confirmed() -> None:
+    control = [
+        make_check("http", service="control", name=n, url="https://example.com/")
+        for n in ("a", "b")
+    ]
+    vantage = vantage_health(
+        zip(control, [failing(Reason.TCP_TIMEOUT, 1), ok()], strict=True), CONFIRM
+    )
+    assert vantage.up and not vantage.settled
+    keyed = {("facebook", n): failing(Reason.TCP_TIMEOUT) for n in ("dns", "web", "graph")}
+    assert service_verdict(SERVICE, keyed, vantage, CONFIRM) is None
+    previous = ServiceState(Status.UP, Layer.NONE, 5.0, "")
+    assert next_state(previous, None, now=9.0) == previous
+
+
+def test_meta_failure_counts_only_once_the_vantage_was_verified_after_it_began() -> None:
+    failing_late = CheckState(result(Reason.HTTP_STATUS), CONFIRM, 0, failing_since=100.0)
+    keyed = {("facebook", n): failing_late for n in ("dns", "web", "graph")}
+    before = VantageHealth(True, "ok", verified_at=99.0)
+    after = VantageHealth(True, "ok", verified_at=100.5)
+    assert service_verdict(SERVICE, keyed, before, CONFIRM).status is Status.UP  # type: ignore[union-attr]
+    assert service_verdict(SERVICE, keyed, after, CONFIRM).status is Status.DOWN  # type: ignore[union-attr]
+
+
+def test_non_critical_check_alone_never_makes_a_service_down() -> None:
+    keyed = {("facebook", "dns"): failing(Reason.DNS_SERVFAIL)}  # criticals not measured yet
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert verdict is not None and verdict.status is Status.DEGRADED
