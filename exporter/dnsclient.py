@@ -63,26 +63,27 @@ def _remaining(deadline: float) -> float:
     return deadline - time.monotonic()
 
 
+async def udp_exchange(
+    request: dns.message.Message, host: str, port: int, timeout: float, **options: bool
+) -> dns.message.Message:
+    """One UDP exchange on a connected socket, so an ICMP "unreachable" surfaces at once
+    as an OSError instead of leaving us to wait out the timeout."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    backend = dns.asyncbackend.get_default_backend()
+    sock = await backend.make_socket(family, socket.SOCK_DGRAM, 0, None, (host, port))
+    async with sock:
+        return await dns.asyncquery.udp(
+            request, host, timeout=timeout, port=port, sock=sock, **options
+        )
+
+
 async def _ask_once(
     request: dns.message.Message, server: Endpoint, timeout: float, use_tcp: bool
 ) -> dns.message.Message:
     if not use_tcp:
-        # A connected UDP socket, so ICMP "unreachable" is reported at once as an OSError
-        # instead of leaving us to wait out the timeout.
-        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        backend = dns.asyncbackend.get_default_backend()
-        sock = await backend.make_socket(
-            family, socket.SOCK_DGRAM, 0, None, (server.host, server.port)
+        response = await udp_exchange(
+            request, server.host, server.port, timeout, ignore_trailing=True
         )
-        async with sock:
-            response = await dns.asyncquery.udp(
-                request,
-                server.host,
-                timeout=timeout,
-                port=server.port,
-                ignore_trailing=True,
-                sock=sock,
-            )
         if not response.flags & dns.flags.TC:
             return response
         # Truncated: the full answer only comes over TCP, as a stub resolver would retry.

@@ -9,6 +9,7 @@ the exporter classifies can be produced for real on loopback or in the lab.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 CA_BUNDLE_NAME = "lab-ca.pem"
+CA_KEY_NAME = "lab-ca.key"  # the root's private key, next to the bundle
 WRONG_HOST_NAME = "wrong-host.lab.invalid"
 # How long an "expired" certificate has been dead and how long it had lived.
 EXPIRED_AGO = dt.timedelta(days=1)
@@ -80,6 +82,15 @@ CERT_CONDITIONS: Mapping[str, Callable[[], CertSpec]] = {
 }
 
 
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    # Readers in other processes see the old file or the whole new one, never a part.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
 def _new_server_context() -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # The simulated front ends speak HTTP/1.1 only (aiohttp's server).
@@ -94,11 +105,39 @@ class LabCA:
     like real public certificates, so chain building is exercised too.
     """
 
-    def __init__(self, *, intermediate: bool = True) -> None:
-        self.ca = trustme.CA(organization_name="meta-outage-exporter lab root")
+    def __init__(self, *, intermediate: bool = True, root: trustme.CA | None = None) -> None:
+        # `root` is given only by `load()`: a root persisted by another process.
+        self.ca = root or trustme.CA(organization_name="meta-outage-exporter lab root")
         self._issuer = self.ca.create_child_ca() if intermediate else self.ca
         self._intermediate = intermediate
         self._other_issuer: trustme.CA | None = None
+
+    def save(self, directory: str | Path) -> Path:
+        """Persist the trusted root (certificate and key) in `directory`; returns the bundle.
+
+        The key is written first and each file is renamed into place, so a bundle that
+        exists is always complete and its key is there too (see `is_saved_in`). Only the
+        root is kept: each process makes its own intermediate, which it serves in the chain.
+        """
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomically(folder / CA_KEY_NAME, self.ca.private_key_pem.bytes(), mode=0o600)
+        bundle = folder / CA_BUNDLE_NAME
+        _write_atomically(bundle, self.ca_pem(), mode=0o644)
+        return bundle
+
+    @classmethod
+    def load(cls, directory: str | Path, *, intermediate: bool = True) -> LabCA:
+        """The lab CA whose root `save()` wrote to `directory`."""
+        folder = Path(directory)
+        root = trustme.CA.from_pem(
+            (folder / CA_BUNDLE_NAME).read_bytes(), (folder / CA_KEY_NAME).read_bytes()
+        )
+        return cls(intermediate=intermediate, root=root)
+
+    @staticmethod
+    def is_saved_in(directory: str | Path) -> bool:
+        return (Path(directory) / CA_BUNDLE_NAME).is_file()
 
     @property
     def other_issuer(self) -> trustme.CA:

@@ -47,6 +47,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from ..dnsclient import udp_exchange
 from .dnsserver import (
     BIND_ATTEMPTS,
     UDP_PAYLOAD,
@@ -361,7 +362,8 @@ async def dnspython_upstream(
     if tcp:
         return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
     # A stray datagram must not fail the exchange: dnspython drops it and keeps waiting.
-    return await dns.asyncquery.udp(query, host, timeout=timeout, port=port, ignore_unexpected=True)
+    # Connected UDP: a withdrawn route (ICMP unreachable) fails at once, not at the timeout.
+    return await udp_exchange(query, host, port, timeout, ignore_unexpected=True)
 
 
 def upstream_query(name: dns.name.Name, rdtype: RdataType) -> dns.message.Message:

@@ -1,0 +1,1074 @@
+"""A sim node: one process running a set of simulated Meta servers, steered over a UNIX socket.
+
+The lab starts one node per network namespace (`ip netns exec NS python -m exporter.sim node
+--spec spec.json`); the demo mode runs one on loopback. A node serves what its JSON spec lists:
+
+    {"control_socket": "/run/lab/edge.sock",       # control API (UNIX socket, JSON)
+     "ca_dir": "/run/lab/ca",                      # shared lab CA (lab-ca.pem is the bundle)
+     "dns": [{"listen": ["10.129.30.12:53"], "zones": {"facebook.com": {"@": [["NS", 172800,
+              "a.ns.facebook.com."]]}}}],          # authoritative, UDP+TCP
+     "recursors": [{"listen": ["10.1.1.53:53"], "stubs": {"facebook.com": ["10.129.30.12:53"]},
+                    "upstream_timeout": 0.5}],
+     "https": [{"listen": ["10.157.240.35:443"], "hostnames": ["*.facebook.com"]}],
+     "tcp": [{"listen": ["10.31.13.50:5222"], "name": "whatsapp-chat",
+              "max_connections": 256, "hold_seconds": 30}]}
+
+Every listen entry binds exactly that address:port (port 0 = any free port; /status tells
+which). Relative paths are taken relative to the spec file.
+
+The CA: every node of a lab loads the root kept in `ca_dir`; the first node to start with an
+empty `ca_dir` creates it while holding an exclusive `flock` on `ca_dir/.lock`, so nodes
+started in parallel still end up with one CA, and the exporter trusts `ca_dir/lab-ca.pem`.
+
+Control API (JSON in and out; a bad request is 400 `{"error": "FIELD: problem", "field": ...}`):
+    GET    /status          listeners with bound ports, counters, faults, cert conditions
+    PUT    /dns/faults      {"zone": "facebook.com" | "*", "fault": "servfail" | ... | null}
+    PUT    /http/faults     a frontend Fault object or a list of them (as /_sim/faults)
+    DELETE /http/faults     ?host=&path= clears one fault; no query clears all
+    PUT    /certs           {"hostname": ..., "condition": "valid" | ... | "expiring", "days": 3}
+    PUT    /tcp/mode        {"name": ..., "mode": "accept" | "refuse" | "hang"}
+    POST   /recursor/flush  empty every recursor cache
+    POST   /reset           clear every fault, certificates valid, tcp accept, counters zero
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import fcntl
+import importlib
+import ipaddress
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import stat
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any, Literal, Protocol, TypeVar, get_args
+
+import dns.name
+from aiohttp import web
+
+from exporter.sim import dnsserver
+from exporter.sim.certs import CA_BUNDLE_NAME, CERT_CONDITIONS, CertSpec, LabCA, SniCertificates
+from exporter.sim.dnsserver import DnsServer, Zone, find_zone
+from exporter.sim.frontend import Fault, FaultError, FrontendServer, FrontendState
+
+__all__ = [
+    "ControlError",
+    "NodeError",
+    "NodeSpec",
+    "SimNode",
+    "SpecError",
+    "run_node",
+]
+
+log = logging.getLogger(__name__)
+
+# sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_SOCKET_PATH = 107
+MAX_TCP_HOLD = 300.0
+MAX_UPSTREAM_TIMEOUT = 30.0
+MAX_EXPIRING_DAYS = 3650
+CA_LOCK_NAME = ".lock"
+HANG_FILL_TIMEOUT = 2.0
+PROBE_TIMEOUT = 1.0
+READ_CHUNK = 4096
+
+TcpMode = Literal["accept", "refuse", "hang"]
+TCP_MODES: tuple[str, ...] = get_args(TcpMode)
+CERT_CONDITION_NAMES = (*CERT_CONDITIONS, "expiring")
+DNS_FAULT_NAMES = tuple(fault.value for fault in dnsserver.Fault)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class SpecError(ValueError):
+    """The spec cannot be used; the message starts with the path of the bad field."""
+
+
+def _fail(where: str, problem: str) -> SpecError:
+    return SpecError(f"{where}: {problem}")
+
+
+def _object(value: object, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where or "spec", f"must be a JSON object, got {type(value).__name__}")
+    missing = sorted(required - set(value))
+    if missing:
+        raise _fail(f"{where}.{missing[0]}" if where else missing[0], "is required")
+    unknown = sorted(set(value) - required - optional)
+    if unknown:
+        raise _fail(f"{where}.{unknown[0]}" if where else unknown[0], "unknown field")
+    return value
+
+
+def _list(value: object, where: str, *, non_empty: bool = True) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(where, f"must be a JSON list, got {type(value).__name__}")
+    if non_empty and not value:
+        raise _fail(where, "must not be empty")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(where, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _number(value: object, where: str, low: float, high: float) -> float:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (is_number and math.isfinite(value) and low < value <= high):  # type: ignore[arg-type]
+        raise _fail(where, f"must be a number above {low:g} and at most {high:g}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _integer(value: object, where: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _fail(where, f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _items(values: list[Any], where: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+    return tuple(parse(value, f"{where}[{i}]") for i, value in enumerate(values))
+
+
+@dataclass(frozen=True)
+class ListenAddr:
+    """One IP literal and port; port 0 means "any free port"."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> ListenAddr:
+        text = _text(value, where)
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise _fail(where, f"must be ADDRESS:PORT or [IPv6]:PORT, got {text!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise _fail(where, f"an IPv6 address needs brackets: [{host}]:{port_text}")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            problem = f"{host!r} is not an IP address (the sim never resolves names)"
+            raise _fail(where, problem) from None
+        port = int(port_text)
+        if port > 65535:
+            raise _fail(where, f"port {port} is out of range 0-65535")
+        return cls(str(ip), port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port}
+
+
+def _listen(entry: dict[str, Any], where: str) -> tuple[ListenAddr, ...]:
+    return _items(_list(entry["listen"], f"{where}.listen"), f"{where}.listen", ListenAddr.parse)
+
+
+def _record(value: object, where: str) -> tuple[str, int, str]:
+    items = _list(value, where)
+    if len(items) != 3:
+        raise _fail(where, f"must be [TYPE, TTL, RDATA], got {value!r}")
+    rdtype = _text(items[0], f"{where}[0]")
+    ttl = _integer(items[1], f"{where}[1]", 0, 2**31 - 1)
+    return rdtype, ttl, _text(items[2], f"{where}[2]")
+
+
+def _zone(apex: str, value: object, where: str) -> Zone:
+    if not isinstance(value, dict):
+        raise _fail(where, "must map owner names to lists of [TYPE, TTL, RDATA]")
+    records = {
+        owner: _items(_list(entries, f"{where}[{owner!r}]"), f"{where}[{owner!r}]", _record)
+        for owner, entries in value.items()
+    }
+    try:
+        return Zone.from_records(apex, records)
+    except Exception as exc:  # dnspython raises many types for bad names and rdata
+        raise _fail(where, f"bad zone data: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    """Authoritative servers for `zones`, one per listen address (UDP and TCP)."""
+
+    listen: tuple[ListenAddr, ...]
+    zones: tuple[Zone, ...]
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> DnsSpec:
+        entry = _object(value, where, {"listen", "zones"}, set())
+        zones = entry["zones"]
+        if not isinstance(zones, dict) or not zones:
+            raise _fail(f"{where}.zones", "must be a non-empty object of zone apex -> records")
+        parsed = tuple(
+            _zone(apex, records, f"{where}.zones[{apex!r}]") for apex, records in zones.items()
+        )
+        return cls(_listen(entry, where), parsed)
+
+
+def _stub(apex: str, value: object, where: str) -> tuple[tuple[str, int], ...]:
+    addrs = _items(_list(value, where), where, ListenAddr.parse)
+    if any(addr.port == 0 for addr in addrs):
+        raise _fail(where, "a stub server needs a real port, not 0")
+    return tuple((addr.host, addr.port) for addr in addrs)
+
+
+@dataclass(frozen=True)
+class RecursorSpec:
+    """Recursive resolvers that ask the stub servers of each zone (exporter.sim.recursor)."""
+
+    listen: tuple[ListenAddr, ...]
+    stubs: Mapping[str, tuple[tuple[str, int], ...]]
+    upstream_timeout: float = 0.5
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> RecursorSpec:
+        entry = _object(value, where, {"listen", "stubs"}, {"upstream_timeout"})
+        stubs = entry["stubs"]
+        if not isinstance(stubs, dict) or not stubs:
+            raise _fail(f"{where}.stubs", "must be a non-empty object of zone -> [ADDR:PORT]")
+        parsed = {
+            _text(apex, f"{where}.stubs"): _stub(apex, addrs, f"{where}.stubs[{apex!r}]")
+            for apex, addrs in stubs.items()
+        }
+        timeout = entry.get("upstream_timeout", 0.5)
+        timeout = _number(timeout, f"{where}.upstream_timeout", 0, MAX_UPSTREAM_TIMEOUT)
+        return cls(_listen(entry, where), MappingProxyType(parsed), timeout)
+
+
+def _hostname(value: object, where: str) -> str:
+    name = _text(value, where).lower().rstrip(".")
+    labels = name.split(".")
+    if "*" in name and (labels[0] != "*" or "*" in labels[1:] or len(labels) < 3):
+        raise _fail(where, f"a wildcard must be one leftmost label like *.facebook.com: {name!r}")
+    if not all(labels) or " " in name:
+        raise _fail(where, f"not a hostname: {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class HttpsSpec:
+    """Front ends (frontend.py) with one SNI-selected certificate per hostname."""
+
+    listen: tuple[ListenAddr, ...]
+    hostnames: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> HttpsSpec:
+        entry = _object(value, where, {"listen", "hostnames"}, set())
+        names = _items(
+            _list(entry["hostnames"], f"{where}.hostnames"), f"{where}.hostnames", _hostname
+        )
+        return cls(_listen(entry, where), names)
+
+
+@dataclass(frozen=True)
+class TcpSpec:
+    """A port that accepts and then says nothing (WhatsApp's chat port, seen from outside)."""
+
+    listen: tuple[ListenAddr, ...]
+    name: str
+    max_connections: int = 256
+    hold_seconds: float = 30.0
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> TcpSpec:
+        entry = _object(value, where, {"listen", "name"}, {"max_connections", "hold_seconds"})
+        cap = _integer(entry.get("max_connections", 256), f"{where}.max_connections", 1, 65536)
+        hold = _number(entry.get("hold_seconds", 30.0), f"{where}.hold_seconds", 0, MAX_TCP_HOLD)
+        return cls(_listen(entry, where), _text(entry["name"], f"{where}.name"), cap, hold)
+
+
+def _path(value: object, where: str, base: Path | None) -> Path:
+    path = Path(_text(value, where))
+    return path if path.is_absolute() or base is None else base / path
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    control_socket: Path
+    ca_dir: Path
+    dns: tuple[DnsSpec, ...] = ()
+    recursors: tuple[RecursorSpec, ...] = ()
+    https: tuple[HttpsSpec, ...] = ()
+    tcp: tuple[TcpSpec, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: object, *, base: Path | None = None) -> NodeSpec:
+        """Validate a decoded spec; relative paths are resolved against `base`."""
+        sections = {"dns", "recursors", "https", "tcp"}
+        doc = _object(data, "", {"control_socket", "ca_dir"}, sections)
+        control = _path(doc["control_socket"], "control_socket", base)
+        if len(os.fsencode(control)) > MAX_SOCKET_PATH:
+            raise _fail("control_socket", f"longer than {MAX_SOCKET_PATH} bytes: {control}")
+
+        def section(name: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+            return _items(_list(doc.get(name, []), name, non_empty=False), name, parse)
+
+        tcp = section("tcp", TcpSpec.parse)
+        names = [entry.name for entry in tcp]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise _fail(f"tcp[{i}].name", f"{name!r} is used twice")
+        return cls(
+            control_socket=control,
+            ca_dir=_path(doc["ca_dir"], "ca_dir", base),
+            dns=section("dns", DnsSpec.parse),
+            recursors=section("recursors", RecursorSpec.parse),
+            https=section("https", HttpsSpec.parse),
+            tcp=tcp,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeSpec:
+        file = Path(path)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SpecError(f"{file}: cannot read: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise SpecError(f"{file}: not JSON: {exc}") from exc
+        try:
+            return cls.from_json(data, base=file.resolve().parent)
+        except SpecError as exc:
+            raise SpecError(f"{file}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the shared CA
+
+
+def shared_lab_ca(directory: Path) -> LabCA:
+    """Load the lab CA from `directory`, creating it there if this is the first node.
+
+    Blocking (a file lock): call it in a thread from async code.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / CA_LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if LabCA.is_saved_in(directory):
+            return LabCA.load(directory)
+        ca = LabCA()
+        ca.save(directory)
+        log.info("sim node: created the lab CA in %s", directory)
+        return ca
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class NodeError(RuntimeError):
+    """The node cannot start, or cannot carry out a control request."""
+
+
+class ControlError(ValueError):
+    """A control request names a bad `field`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def _bind_error(what: str, addr: ListenAddr, exc: OSError) -> NodeError:
+    # asyncio rewords bind errors ("error while attempting to bind ..."); the errno is plainer.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+    return NodeError(f"{what}: cannot listen on {addr}: {reason}")
+
+
+# --------------------------------------------------------------------------- the TCP sink
+
+
+class TcpSink:
+    """Listeners for one `tcp` entry, switchable between three modes.
+
+    accept: connections are accepted and held silently (up to `hold_seconds`, at most
+    `max_connections` at once; above that they are closed at once). refuse: no listener,
+    so the kernel answers SYNs with RST. hang: a listener with a full accept queue (backlog
+    0, filled by one connection of our own) that never accepts, so the kernel drops SYNs and
+    connects time out — no packet filter needed.
+    """
+
+    def __init__(self, spec: TcpSpec) -> None:
+        self.spec = spec
+        self.mode: TcpMode = "refuse"
+        self.accepts = 0
+        self.rejected = 0
+        self._bound = list(spec.listen)
+        self._servers: list[asyncio.Server] = []
+        self._hang_sockets: list[socket.socket] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def listen(self) -> list[ListenAddr]:
+        return list(self._bound)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
+    async def set_mode(self, mode: TcpMode) -> None:
+        if mode == self.mode:
+            return
+        await self.close()
+        if mode == "accept":
+            await self._open_accepting()
+        elif mode == "hang":
+            await self._open_hanging()
+        self.mode = mode
+
+    async def close(self) -> None:
+        """Stop listening and reset every held connection."""
+        self.mode = "refuse"
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for sock in self._hang_sockets:
+            sock.close()
+        self._hang_sockets.clear()
+        for writer in list(self._writers):
+            writer.transport.abort()  # RST: the "server went away" a client would see
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in servers:
+            await server.wait_closed()
+
+    async def _open_accepting(self) -> None:
+        for i, addr in enumerate(self._bound):
+            try:
+                server = await asyncio.start_server(self._hold, addr.host, addr.port)
+            except OSError as exc:
+                await self.close()
+                raise _bind_error(f"tcp {self.spec.name!r}", addr, exc) from exc
+            self._servers.append(server)
+            # Keep the port the kernel chose, so "accept" after "refuse" reopens the same one.
+            self._bound[i] = ListenAddr(addr.host, server.sockets[0].getsockname()[1])
+
+    async def _open_hanging(self) -> None:
+        for addr in self._bound:
+            try:
+                await self._open_hanging_one(addr)
+            except OSError as exc:
+                await self.close()
+                raise _bind_error(f"tcp {self.spec.name!r} (hang)", addr, exc) from exc
+
+    async def _open_hanging_one(self, addr: ListenAddr) -> None:
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        self._hang_sockets.append(listener)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setblocking(False)
+        listener.bind((addr.host, addr.port))
+        listener.listen(0)  # accept queue of one: our own connection below fills it
+        filler = socket.socket(family, socket.SOCK_STREAM)
+        self._hang_sockets.append(filler)
+        filler.setblocking(False)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(HANG_FILL_TIMEOUT):
+            await loop.sock_connect(filler, listener.getsockname()[:2])
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or len(self._tasks) >= self.spec.max_connections:
+            self.rejected += 1
+            writer.transport.abort()
+            return
+        self.accepts += 1
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            async with asyncio.timeout(self.spec.hold_seconds):
+                while await reader.read(READ_CHUNK):  # whatever the client says is dropped
+                    pass
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+    def reset_counts(self) -> None:
+        self.accepts = self.rejected = 0
+
+
+# --------------------------------------------------------------------------- the node
+
+
+class _Listener(Protocol):
+    """What DnsServer, FrontendServer and RecursorServer have in common."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _HttpsGroup:
+    spec: HttpsSpec
+    certs: SniCertificates
+    servers: list[FrontendServer] = field(default_factory=list)
+    conditions: dict[str, str] = field(default_factory=dict)
+
+    def covers(self, hostname: str) -> bool:
+        if hostname in self.spec.hostnames:
+            return True
+        parent = hostname.split(".", 1)[1] if "." in hostname else ""
+        return f"*.{parent}" in self.spec.hostnames
+
+
+@dataclass
+class _DnsGroup:
+    spec: DnsSpec
+    servers: list[DnsServer] = field(default_factory=list)
+
+
+@dataclass
+class _RecursorGroup:
+    spec: RecursorSpec
+    recursor: Any  # exporter.sim.recursor.Recursor, imported only when needed
+    servers: list[Any] = field(default_factory=list)
+
+
+def _load_recursor_module() -> Any:
+    try:
+        return importlib.import_module("exporter.sim.recursor")
+    except ImportError as exc:
+        raise NodeError(f"recursors: exporter.sim.recursor is not available: {exc}") from exc
+
+
+def _recursor_stats(group: _RecursorGroup) -> dict[str, int]:
+    recursor = group.recursor
+    dropped = sum(server.dropped for server in group.servers)
+    extra = {"cache_size": recursor.cache_size, "inflight": recursor.inflight, "dropped": dropped}
+    return {**recursor.counters.snapshot(), **extra}
+
+
+def _display(fault_key: str) -> str:
+    return fault_key if fault_key == dnsserver.WILDCARD_FAULT else fault_key.rstrip(".")
+
+
+def _zone_name(zone: Zone) -> str:
+    return zone.origin.to_text(omit_final_dot=True)
+
+
+def _queries_by_zone(group: _DnsGroup) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for server in group.servers:
+        for (name, _), count in server.counts.items():
+            zone = find_zone(dns.name.from_text(name), group.spec.zones)
+            totals[_zone_name(zone) if zone is not None else "(not served)"] += count
+    return dict(totals)
+
+
+def cert_spec_for(condition: str, days: float | None) -> CertSpec:
+    if condition == "expiring":
+        assert days is not None
+        return CertSpec.expiring_at(dt.datetime.now(dt.UTC) + dt.timedelta(days=days))
+    return CERT_CONDITIONS[condition]()
+
+
+class SimNode:
+    """Everything one spec describes; start() binds all, close() undoes all."""
+
+    def __init__(self, spec: NodeSpec) -> None:
+        self.spec = spec
+        self.http_state = FrontendState()  # shared by every https listener of the node
+        self.ca: LabCA | None = None
+        self._dns: list[_DnsGroup] = []
+        self._recursors: list[_RecursorGroup] = []
+        self._https: list[_HttpsGroup] = []
+        self._tcp: dict[str, TcpSink] = {}
+        self._control: ControlServer | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def ca_file(self) -> Path:
+        return self.spec.ca_dir / CA_BUNDLE_NAME
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Bind every listener, then the control socket; on any failure undo all and raise."""
+        try:
+            self.ca = await self._load_ca()
+            await self._start_dns()
+            await self._start_recursors()
+            await self._start_https()
+            await self._start_tcp()
+            self._control = ControlServer(self, self.spec.control_socket)
+            await self._control.start()
+            self._stack.push_async_callback(self._control.close)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    async def _load_ca(self) -> LabCA:
+        try:
+            return await asyncio.to_thread(shared_lab_ca, self.spec.ca_dir)
+        except (OSError, ValueError) as exc:  # permissions, a damaged PEM file
+            raise NodeError(f"ca_dir: cannot load or create the lab CA: {exc}") from exc
+
+    async def __aenter__(self) -> SimNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _listen(self, what: str, addr: ListenAddr, server: _Listener) -> None:
+        try:
+            await server.start()
+        except OSError as exc:
+            raise _bind_error(what, addr, exc) from exc
+        self._stack.push_async_callback(server.close)
+        log.info("sim node: %s listening on %s", what, ListenAddr(addr.host, server.port))
+
+    async def _start_dns(self) -> None:
+        for i, spec in enumerate(self.spec.dns):
+            group = _DnsGroup(spec)
+            self._dns.append(group)
+            for addr in spec.listen:
+                server = DnsServer(spec.zones, addr.host, addr.port)
+                await self._listen(f"dns[{i}]", addr, server)
+                group.servers.append(server)
+
+    async def _start_recursors(self) -> None:
+        if not self.spec.recursors:
+            return
+        module = _load_recursor_module()  # lazily: only nodes that run a recursor need it
+        for i, spec in enumerate(self.spec.recursors):
+            recursor = module.Recursor(spec.stubs, upstream_timeout=spec.upstream_timeout)
+            group = _RecursorGroup(spec, recursor)
+            self._recursors.append(group)
+            for addr in spec.listen:
+                server = module.RecursorServer(recursor, addr.host, addr.port)
+                await self._listen(f"recursors[{i}]", addr, server)
+                group.servers.append(server)
+
+    async def _start_https(self) -> None:
+        assert self.ca is not None
+        for i, spec in enumerate(self.spec.https):
+            # Clients without SNI (or asking for an IP) get a leaf for every name and address.
+            default = [*spec.hostnames, *{addr.host for addr in spec.listen}]
+            certs = SniCertificates(
+                self.ca, dict.fromkeys(spec.hostnames, CertSpec()), default_hostnames=default
+            )
+            group = _HttpsGroup(spec, certs, conditions=dict.fromkeys(spec.hostnames, "valid"))
+            self._https.append(group)
+            for addr in spec.listen:
+                server = FrontendServer(self.http_state, certs.ssl_context, addr.host, addr.port)
+                await self._listen(f"https[{i}]", addr, server)
+                group.servers.append(server)
+
+    async def _start_tcp(self) -> None:
+        for spec in self.spec.tcp:
+            sink = TcpSink(spec)
+            await sink.set_mode("accept")
+            self._stack.push_async_callback(sink.close)
+            self._tcp[spec.name] = sink
+            bound = ", ".join(str(addr) for addr in sink.listen)
+            log.info("sim node: tcp %r listening on %s", spec.name, bound)
+
+    # -- operations behind the control API --
+
+    def zone_names(self) -> set[str]:
+        return {dnsserver.fault_key(z.origin) for g in self._dns for z in g.spec.zones}
+
+    def set_dns_fault(self, zone: str, fault: dnsserver.Fault | None) -> None:
+        for group in self._dns:
+            for server in group.servers:
+                if fault is None:
+                    server.clear_fault(zone)
+                else:
+                    server.set_fault(zone, fault)
+
+    def set_http_faults(self, faults: Iterable[Fault]) -> None:
+        for fault in faults:
+            self.http_state.set_fault(fault)
+
+    def clear_http_faults(self, host: str | None, path: str | None) -> int:
+        if host is None and path is None:
+            cleared = len(self.http_state.faults)
+            self.http_state.clear_faults()
+            return cleared
+        return int(self.http_state.clear_fault(host or "*", path))
+
+    def https_groups_for(self, hostname: str) -> list[_HttpsGroup]:
+        return [group for group in self._https if group.covers(hostname)]
+
+    def set_cert(self, hostname: str, condition: str, days: float | None = None) -> None:
+        """Issue a leaf in `condition` for `hostname` on every listener that serves it."""
+        spec = cert_spec_for(condition, days)
+        for group in self.https_groups_for(hostname):
+            group.certs.set(hostname, spec)
+            group.conditions[hostname] = condition
+
+    async def set_tcp_mode(self, name: str, mode: TcpMode) -> None:
+        await self._tcp[name].set_mode(mode)
+
+    def flush_recursors(self) -> int:
+        for group in self._recursors:
+            group.recursor.flush()
+        return len(self._recursors)
+
+    async def reset(self) -> None:
+        """Back to the state right after start: no faults, valid certs, tcp accept, zeros."""
+        for group in self._dns:
+            for server in group.servers:
+                server.clear_faults()
+                server.reset_counts()
+        self.http_state.clear_faults()
+        self.http_state.reset_counts()
+        for https in self._https:
+            self._reset_certs(https)
+        for sink in self._tcp.values():
+            await sink.set_mode("accept")
+            sink.reset_counts()
+        for recursors in self._recursors:
+            recursors.recursor.flush()
+            recursors.recursor.counters.reset()
+            for server in recursors.servers:
+                server.dropped = 0
+
+    def _reset_certs(self, group: _HttpsGroup) -> None:
+        for hostname in list(group.certs.specs):
+            if hostname not in group.spec.hostnames:
+                group.certs.remove(hostname)  # added by PUT /certs for a covered name
+            elif group.certs.specs[hostname] != CertSpec():
+                group.certs.set(hostname, CertSpec())  # re-issue only what was changed
+        group.conditions = dict.fromkeys(group.spec.hostnames, "valid")
+
+    # -- status --
+
+    def status(self) -> dict[str, Any]:
+        state = self.http_state
+        return {
+            "control_socket": str(self.spec.control_socket),
+            "ca_file": str(self.ca_file),
+            "dns": [self._dns_status(group) for group in self._dns],
+            "recursors": [self._recursor_status(group) for group in self._recursors],
+            "https": [self._https_status(group) for group in self._https],
+            "http": {
+                "requests": dict(state.requests),
+                "in_flight": state.in_flight,
+                "faults": [fault.to_json() for fault in state.faults.values()],
+            },
+            "tcp": [self._tcp_status(sink) for sink in self._tcp.values()],
+        }
+
+    @staticmethod
+    def _dns_status(group: _DnsGroup) -> dict[str, Any]:
+        faults = group.servers[0].faults if group.servers else {}
+        return {
+            "listen": [{"host": s.address, "port": s.port} for s in group.servers],
+            "zones": [_zone_name(zone) for zone in group.spec.zones],
+            "faults": {_display(zone): str(fault) for zone, fault in faults.items()},
+            "queries": sum(server.queries for server in group.servers),
+            "queries_by_zone": _queries_by_zone(group),
+        }
+
+    @staticmethod
+    def _recursor_status(group: _RecursorGroup) -> dict[str, Any]:
+        listen = zip(group.spec.listen, group.servers, strict=False)
+        return {
+            "listen": [{"host": addr.host, "port": server.port} for addr, server in listen],
+            "stubs": {
+                z: [str(ListenAddr(*a)) for a in addrs] for z, addrs in group.spec.stubs.items()
+            },
+            "stats": _recursor_stats(group),
+        }
+
+    @staticmethod
+    def _https_status(group: _HttpsGroup) -> dict[str, Any]:
+        specs = group.certs.specs
+        certs = {
+            name: {
+                "condition": condition,
+                "not_after": specs[name].not_after.isoformat() if specs[name].not_after else None,
+            }
+            for name, condition in group.conditions.items()
+        }
+        return {
+            "listen": [{"host": s.host, "port": s.port} for s in group.servers],
+            "hostnames": list(group.spec.hostnames),
+            "certs": certs,
+        }
+
+    @staticmethod
+    def _tcp_status(sink: TcpSink) -> dict[str, Any]:
+        return {
+            "name": sink.spec.name,
+            "mode": sink.mode,
+            "listen": [addr.to_json() for addr in sink.listen],
+            "accepts": sink.accepts,
+            "rejected": sink.rejected,
+            "open_connections": sink.open_connections,
+        }
+
+    def tcp_names(self) -> list[str]:
+        return list(self._tcp)
+
+    def https_hostnames(self) -> list[str]:
+        return [name for group in self._https for name in group.spec.hostnames]
+
+
+# --------------------------------------------------------------------------- control API
+
+
+NODE_KEY = web.AppKey("sim_node", SimNode)
+
+
+async def _body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
+    try:
+        doc = await request.json()
+    except ValueError as exc:
+        raise ControlError("body", f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ControlError("body", "must be a JSON object")
+    missing = sorted(required - set(doc))
+    if missing:
+        raise ControlError(missing[0], "is required")
+    unknown = sorted(set(doc) - required - optional)
+    if unknown:
+        raise ControlError(unknown[0], "unknown field")
+    return doc
+
+
+def _choice(doc: Mapping[str, Any], name: str, choices: Sequence[str]) -> str:
+    value = doc[name]
+    if value not in choices:
+        raise ControlError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _ok(doc: Mapping[str, Any]) -> web.Response:
+    return web.json_response({"ok": True, **doc})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE_KEY].status())
+
+
+def _dns_zone(node: SimNode, value: object) -> str:
+    if value == dnsserver.WILDCARD_FAULT:
+        return value
+    try:
+        key = dnsserver.fault_key(_text(value, "zone"))
+    except Exception as exc:  # SpecError or a dnspython name error
+        raise ControlError("zone", f"not a zone name: {value!r}") from exc
+    if key not in node.zone_names():
+        served = ", ".join(sorted(node.zone_names())) or "none"
+        raise ControlError("zone", f"{value!r} is not served by this node (serves: {served})")
+    return key
+
+
+async def put_dns_fault(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    doc = await _body(request, {"zone", "fault"}, set())
+    zone = _dns_zone(node, doc["zone"])
+    fault = None
+    if doc["fault"] is not None:
+        try:
+            fault = dnsserver.Fault(doc["fault"])
+        except ValueError as exc:
+            choices = ", ".join(DNS_FAULT_NAMES)
+            raise ControlError("fault", f"must be one of {choices} or null") from exc
+    node.set_dns_fault(zone, fault)
+    return _ok({"zone": _display(zone), "fault": None if fault is None else str(fault)})
+
+
+async def put_http_faults(request: web.Request) -> web.Response:
+    try:
+        doc = await request.json()
+    except ValueError as exc:
+        raise ControlError("body", f"not JSON: {exc}") from exc
+    items = doc if isinstance(doc, list) else [doc]
+    try:
+        faults = [Fault.from_json(item) for item in items]  # all validated before any is set
+    except FaultError as exc:
+        raise ControlError("fault", str(exc)) from exc
+    request.app[NODE_KEY].set_http_faults(faults)
+    return _ok({"faults": [fault.to_json() for fault in faults]})
+
+
+async def delete_http_faults(request: web.Request) -> web.Response:
+    query = request.query
+    cleared = request.app[NODE_KEY].clear_http_faults(query.get("host"), query.get("path"))
+    return _ok({"cleared": cleared})
+
+
+async def put_cert(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    doc = await _body(request, {"hostname", "condition"}, {"days"})
+    try:
+        hostname = _hostname(doc["hostname"], "hostname")
+    except SpecError as exc:
+        raise ControlError("hostname", str(exc).split(": ", 1)[1]) from exc
+    if not node.https_groups_for(hostname):
+        served = ", ".join(node.https_hostnames()) or "none"
+        raise ControlError("hostname", f"{hostname!r} is not served here (serves: {served})")
+    condition = _choice(doc, "condition", CERT_CONDITION_NAMES)
+    days = _cert_days(doc, condition)
+    node.set_cert(hostname, condition, days)
+    return _ok({"hostname": hostname, "condition": condition, "days": days})
+
+
+def _cert_days(doc: Mapping[str, Any], condition: str) -> float | None:
+    if condition != "expiring":
+        if "days" in doc:
+            raise ControlError("days", "only for condition 'expiring'")
+        return None
+    if "days" not in doc:
+        raise ControlError("days", "is required for condition 'expiring'")
+    try:
+        return _number(doc["days"], "days", 0, MAX_EXPIRING_DAYS)
+    except SpecError as exc:
+        raise ControlError("days", str(exc).split(": ", 1)[1]) from exc
+
+
+async def put_tcp_mode(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    doc = await _body(request, {"name", "mode"}, set())
+    name = _choice(doc, "name", node.tcp_names())
+    mode: TcpMode = _choice(doc, "mode", TCP_MODES)  # type: ignore[assignment]
+    await node.set_tcp_mode(name, mode)
+    return _ok({"name": name, "mode": mode})
+
+
+async def post_recursor_flush(request: web.Request) -> web.Response:
+    return _ok({"flushed": request.app[NODE_KEY].flush_recursors()})
+
+
+async def post_reset(request: web.Request) -> web.Response:
+    await request.app[NODE_KEY].reset()
+    return _ok({})
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ControlError as exc:
+        return web.json_response({"error": str(exc), "field": exc.field}, status=400)
+    except NodeError as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status)
+
+
+def build_control_app(node: SimNode) -> web.Application:
+    app = web.Application(middlewares=[_json_errors])
+    app[NODE_KEY] = node
+    app.router.add_get("/status", get_status)
+    app.router.add_put("/dns/faults", put_dns_fault)
+    app.router.add_put("/http/faults", put_http_faults)
+    app.router.add_delete("/http/faults", delete_http_faults)
+    app.router.add_put("/certs", put_cert)
+    app.router.add_put("/tcp/mode", put_tcp_mode)
+    app.router.add_post("/recursor/flush", post_recursor_flush)
+    app.router.add_post("/reset", post_reset)
+    return app
+
+
+def _claim_socket_path(path: Path) -> None:
+    """Refuse a path a live node listens on; remove a stale socket file left by a crash."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise NodeError(f"control_socket: {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT)  # a live node with a full backlog counts as live
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise NodeError(f"control_socket: another process is listening on {path}")
+
+
+class ControlServer:
+    """The control API on a UNIX socket (which crosses network namespaces)."""
+
+    def __init__(self, node: SimNode, path: Path) -> None:
+        self.path = path
+        self._runner = web.AppRunner(build_control_app(node), handle_signals=False, access_log=None)
+        self._started = False
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _claim_socket_path(self.path)
+        await self._runner.setup()
+        try:
+            await web.UnixSite(self._runner, str(self.path)).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise NodeError(f"control_socket: cannot listen on {self.path}: {exc}") from exc
+        self._started = True
+        log.info("sim node: control API on %s", self.path)
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self._runner.cleanup()
+        self.path.unlink(missing_ok=True)  # Python 3.11's unix server leaves the file behind
+
+
+# --------------------------------------------------------------------------- process
+
+
+async def run_node(spec: NodeSpec, out: IO[str] = sys.stdout) -> int:
+    """Run until SIGTERM or SIGINT; the ready line goes to `out` once everything listens."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    node = SimNode(spec)
+    try:
+        try:
+            await node.start()
+        except NodeError as exc:
+            print(f"sim node: {exc}", file=sys.stderr)
+            return 1
+        ready = {"ready": True, "control_socket": str(spec.control_socket)}
+        print(json.dumps({**ready, "ca_file": str(node.ca_file)}), file=out, flush=True)
+        await stop.wait()
+        log.info("sim node: stopping")
+        return 0
+    finally:
+        await node.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,1 @@
+"""The outage lab: network namespaces holding a fake Meta edge (see topology.py)."""

@@ -1,0 +1,214 @@
+"""Real Meta outages replayed against the real exporter (its own process, started by its CLI)
+in network namespaces. Each scenario asserts /api/v1/status and /metrics, and records its
+detection time (fault -> status change), which must stay within one interval + re-check + 1 s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import wait_until
+from .topology import META_DNS_PREFIXES, Lab
+
+pytestmark = pytest.mark.root
+
+ALL_META = {
+    "facebook",
+    "instagram",
+    "whatsapp",
+    "messenger",
+    "threads",
+    "ads_manager",
+    "facebook_login",
+    "messenger_api_instagram",
+    "whatsapp_business_api",
+}
+
+
+def statuses(lab: Lab) -> dict[str, tuple[str, str]]:
+    return {
+        s["name"]: (s["status"], s["layer"]) for s in lab.status()["services"] if not s["control"]
+    }
+
+
+def samples(lab: Lab, name: str) -> list[Any]:
+    for family in text_string_to_metric_families(lab.metrics()):
+        if family.name == name:
+            return family.samples
+    return []
+
+
+def current(lab: Lab, metric: str, label: str) -> dict[str, str]:
+    """service -> the state-set value that is 1 (status or layer) from /metrics."""
+    return {s.labels["service"]: s.labels[label] for s in samples(lab, metric) if s.value == 1}
+
+
+def all_up(lab: Lab) -> bool:
+    found = statuses(lab)
+    return set(found) == ALL_META and all(status == "up" for status, _ in found.values())
+
+
+@pytest.fixture(autouse=True)
+def healed(lab: Lab) -> None:
+    """Every scenario starts from a healthy lab."""
+    lab.heal()
+    wait_until(lambda: all_up(lab), 30, "every service up after healing")
+
+
+def detect(lab: Lab, changed: Any, log: dict[str, Any], name: str) -> float:
+    """Seconds from now (the fault was just injected) until `changed(statuses)` holds."""
+    took = wait_until(lambda: changed(statuses(lab)), 20, f"{name} to be detected", step=0.05)
+    log[name] = {"seconds": round(took, 2), "bound": round(lab.settings.detection_bound, 2)}
+    assert took <= lab.settings.detection_bound, f"{name}: detected after {took:.2f}s"
+    return took
+
+
+def failure_counts(lab: Lab) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels.values()): s.value
+        for s in samples(lab, "meta_probe_failures")
+        if s.name.endswith("_total")
+    }
+
+
+def test_1_healthy_for_five_rounds(lab: Lab) -> None:
+    before = failure_counts(lab)
+    probes_before = sum(s.value for s in samples(lab, "meta_probes") if s.name.endswith("_total"))
+    time.sleep(5 * lab.settings.interval + 1)
+    assert all_up(lab)
+    assert set(current(lab, "meta_service_status", "status").values()) == {"up"}
+    assert samples(lab, "meta_vantage_up")[0].value == 1
+    assert failure_counts(lab) == before, "failures counted while healthy"
+    probes_after = sum(s.value for s in samples(lab, "meta_probes") if s.name.endswith("_total"))
+    checks = len(samples(lab, "meta_probe_success"))
+    assert probes_after - probes_before >= 4 * checks  # at least ~5 rounds really ran
+
+
+def test_2_october_2021_dns_prefixes_withdrawn(lab: Lab, detection_log: dict[str, Any]) -> None:
+    lab.withdraw(*META_DNS_PREFIXES)
+    # Authoritative checks fail at once: the services degrade at dns while caches still answer.
+    detect(
+        lab, lambda st: st["facebook"] == ("degraded", "dns"), detection_log, "2021 authoritative"
+    )
+    # Then the resolver's cache expires (TTL 4 s): SERVFAIL everywhere, every product down.
+    wait_until(
+        lambda: all(v == ("down", "dns") for v in statuses(lab).values()),
+        20,
+        "every service down at dns",
+    )
+    assert set(current(lab, "meta_service_failure_layer", "layer").values()) == {"dns"}
+    assert samples(lab, "meta_vantage_up")[0].value == 1  # it is Meta, not us
+    reasons = {
+        s.labels["reason"] for s in samples(lab, "meta_probe_failures") if s.name.endswith("_total")
+    }
+    assert "dns_servfail" in reasons
+    lab.restore(*META_DNS_PREFIXES)
+    wait_until(lambda: all_up(lab), 20, "recovery after the routes are back")
+
+
+def test_3_march_2024_login_fails_while_dns_tcp_tls_fine(
+    lab: Lab, detection_log: dict[str, Any]
+) -> None:
+    lab.http_fault(host="www.facebook.com", path="/login/", status=500)
+    lab.http_fault(host="graph.facebook.com", path="/me", status=500)
+    detect(lab, lambda st: st["facebook_login"][0] != "up", detection_log, "2024-03 login")
+    wait_until(
+        lambda: statuses(lab)["facebook_login"] == ("down", "http"), 10, "login down at http"
+    )
+    found = statuses(lab)
+    assert found["facebook"] == ("degraded", "http")  # its Graph /me check shares the endpoint
+    assert all(found[s] == ("up", "none") for s in ALL_META - {"facebook_login", "facebook"}), found
+
+
+def test_4_december_2024_front_ends_fail(lab: Lab, detection_log: dict[str, Any]) -> None:
+    lab.http_fault(host="*", status=503)
+    detect(
+        lab, lambda st: any(v[0] != "up" for v in st.values()), detection_log, "2024-12 front ends"
+    )
+    wait_until(
+        lambda: all(v == ("down", "http") for v in statuses(lab).values()),
+        15,
+        "every service down at http",
+    )
+    assert samples(lab, "meta_vantage_up")[0].value == 1
+
+
+def test_5_whatsapp_alone_unreachable(lab: Lab, detection_log: dict[str, Any]) -> None:
+    lab.dns_fault("whatsapp.com", "servfail")
+    lab.dns_fault("whatsapp.net", "servfail")
+    lab.withdraw("whatsapp")
+    detect(lab, lambda st: st["whatsapp"][0] != "up", detection_log, "whatsapp alone")
+    wait_until(lambda: statuses(lab)["whatsapp"] == ("down", "dns"), 15, "whatsapp down at dns")
+    found = statuses(lab)
+    assert all(found[s] == ("up", "none") for s in ALL_META - {"whatsapp"}), found
+
+
+def test_6_vantage_uplink_down_blames_nobody_at_meta(
+    lab: Lab, detection_log: dict[str, Any]
+) -> None:
+    lab.uplink(False)
+    start = time.monotonic()
+    seen: set[str] = set()
+    while time.monotonic() - start < 15:
+        found = statuses(lab)
+        seen |= {status for status, _ in found.values()}
+        if all(status == "unknown" for status, _ in found.values()):
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - start
+    detection_log["vantage uplink down"] = {
+        "seconds": round(took, 2),
+        "bound": round(lab.settings.detection_bound, 2),
+    }
+    assert seen <= {"up", "unknown"}, f"a Meta service was reported {seen - {'up', 'unknown'}}"
+    assert all(status == "unknown" for status, _ in statuses(lab).values())
+    assert took <= lab.settings.detection_bound
+    assert samples(lab, "meta_vantage_up")[0].value == 0
+    assert set(current(lab, "meta_service_status", "status").values()) == {"unknown"}
+    document = lab.status()
+    assert document["vantage"]["up"] is False and "vantage" in document["vantage"]["detail"]
+    lab.uplink(True)
+    wait_until(lambda: all_up(lab), 20, "recovery after the uplink is back")
+
+
+def test_7_five_percent_loss_is_never_down(lab: Lab) -> None:
+    lab.loss(5)
+    start = time.monotonic()
+    worst: set[str] = set()
+    while time.monotonic() - start < 6 * lab.settings.interval:
+        worst |= {status for status, _ in statuses(lab).values()}
+        time.sleep(0.2)
+    assert "down" not in worst and "unknown" not in worst, worst
+
+
+def test_8_slow_front_end_is_degraded_not_down(lab: Lab, detection_log: dict[str, Any]) -> None:
+    lab.http_fault(host="www.instagram.com", delay=0.35)  # threshold 0.25 s, timeout 0.7 s
+    detect(lab, lambda st: st["instagram"] == ("degraded", "none"), detection_log, "slow front end")
+    time.sleep(2 * lab.settings.interval)
+    found = statuses(lab)
+    assert found["instagram"] == ("degraded", "none")
+    assert all(found[s] == ("up", "none") for s in ALL_META - {"instagram"}), found
+
+
+def test_9_certificates_expiring_and_expired(lab: Lab, detection_log: dict[str, Any]) -> None:
+    lab.cert("www.messenger.com", "expiring", days=3)
+    lab.cert("www.threads.com", "expired")
+    detect(lab, lambda st: st["threads"][0] != "up", detection_log, "expired certificate")
+    wait_until(lambda: statuses(lab)["threads"] == ("down", "tls"), 10, "threads down at tls")
+    expiry = {
+        s.labels["check"]: s.value
+        for s in samples(lab, "meta_probe_tls_cert_expiry_timestamp_seconds")
+        if s.labels["service"] == "messenger"
+    }
+    assert abs(expiry["web"] - (time.time() + 3 * 86400)) < 3600, expiry
+    reasons = {
+        (s.labels["check"], s.labels["reason"])
+        for s in samples(lab, "meta_probe_failures")
+        if s.labels["service"] == "threads" and s.name.endswith("_total")
+    }
+    assert ("web", "tls_cert_expired") in reasons
+    assert statuses(lab)["messenger"] == ("up", "none")

@@ -1,0 +1,597 @@
+"""The outage lab: a fake Meta edge, a control internet and a vantage, in network namespaces.
+
+    host ── mgmt veth ── vantage ── router ──┬── meta  (authoritative DNS, HTTPS front ends, chat port)
+     (scrapes the exporter)   (faults here)  └── net   (recursive resolver, control targets)
+
+Meta's prefixes are stood in for by private ones inside the lab (never Meta's real
+addresses): 10.129.30.0/23 and 10.185.218.0/23 hold the authoritative nameservers (as
+129.134.30.0/23 and 185.89.218.0/23 do), 10.157.240.0/24 the web front ends, 10.31.0.0/16
+WhatsApp. The recursive resolver in `net` really recurses to the lab's nameservers and caches
+by TTL, so a withdrawn nameserver prefix turns into SERVFAIL when the cache expires, as on
+4 Oct 2021. Faults: routes and nftables on the router, link state on the vantage, and the
+sim nodes' control APIs (DNS, HTTP, certificates, the chat port).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import netns
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+STATE_GLOB = "mox-lab-*"
+EXPORTER_PORT = 10094
+
+# -- addresses --------------------------------------------------------------------------
+
+PREFIXES = {
+    "meta-dns-a": "10.129.30.0/23",  # a.ns / b.ns.facebook.com (real: 129.134.30.0/23)
+    "meta-dns-b": "10.185.218.0/23",  # c.ns / d.ns.facebook.com (real: 185.89.218.0/23)
+    "meta-edge": "10.157.240.0/24",  # web front ends (real: 157.240.0.0/16)
+    "whatsapp": "10.31.0.0/16",  # WhatsApp's edge (real: 31.13.64.0/18 ...)
+}
+CONTROL_PREFIX = "10.1.0.0/16"
+META_DNS_PREFIXES = ("meta-dns-a", "meta-dns-b")
+
+NAMESERVERS = {"a": "10.129.30.12", "b": "10.129.31.12", "c": "10.185.218.12", "d": "10.185.219.12"}
+# a-d.ns.whatsapp.net answer from Meta's nameserver prefixes too: on 4 Oct 2021 WhatsApp
+# went dark with everything else.
+WHATSAPP_NAMESERVERS = NAMESERVERS
+EDGE = {
+    "facebook": "10.157.240.35",
+    "graph": "10.157.240.10",
+    "cdn": "10.157.240.36",
+    "edge_chat": "10.157.240.37",
+    "messenger": "10.157.240.20",
+    "threads": "10.157.240.50",
+    "instagram": "10.157.240.174",
+    "whatsapp_chat": "10.31.13.60",
+    "whatsapp_web": "10.31.13.61",
+    "whatsapp_media": "10.31.13.62",
+}
+RESOLVER = "10.1.1.53"
+CONTROL_NS = "10.1.2.53"
+CONTROL_WEB_IP = "10.1.3.10"
+CONTROL_WEB = "10.1.3.11"
+
+# Short TTLs so the 2021 replay's caches expire within seconds.
+TTL = 4
+
+
+def _a(address: str) -> list[list[Any]]:
+    return [["A", TTL, address]]
+
+
+def meta_zones() -> dict[str, dict[str, list[list[Any]]]]:
+    ns_records = [["NS", 172800, f"{n}.ns.facebook.com."] for n in NAMESERVERS]
+    soa = ["SOA", 3600, "a.ns.facebook.com. dns.facebook.com. 1 14400 1800 604800 60"]
+    facebook = {
+        "@": [*ns_records, soa, *_a(EDGE["facebook"])],
+        "www": [["CNAME", TTL, "star-mini.c10r.facebook.com."]],
+        "star-mini.c10r": _a(EDGE["facebook"]),
+        "m": _a(EDGE["facebook"]),
+        "graph": _a(EDGE["graph"]),
+        "edge-chat": _a(EDGE["edge_chat"]),
+        "adsmanager": _a(EDGE["facebook"]),
+        "business": _a(EDGE["facebook"]),
+        **{f"{n}.ns": [["A", 172800, ip]] for n, ip in NAMESERVERS.items()},
+    }
+
+    def simple(apex: str, hosts: dict[str, str]) -> dict[str, list[list[Any]]]:
+        zone: dict[str, list[list[Any]]] = {"@": [*ns_records, soa.copy()]}
+        zone["@"][-1] = ["SOA", 3600, f"a.ns.facebook.com. dns.{apex}. 1 14400 1800 604800 60"]
+        for host, address in hosts.items():
+            zone.setdefault(host, []).extend(_a(address))
+        return zone
+
+    return {
+        "facebook.com": facebook,
+        "instagram.com": simple(
+            "instagram.com",
+            {
+                "@": EDGE["instagram"],
+                "www": EDGE["instagram"],
+                "i": EDGE["instagram"],
+                "graph": EDGE["instagram"],
+                **{f"{n}.ns": ip for n, ip in NAMESERVERS.items()},
+            },
+        ),
+        "messenger.com": simple(
+            "messenger.com", {"@": EDGE["messenger"], "www": EDGE["messenger"]}
+        ),
+        "threads.com": simple("threads.com", {"@": EDGE["threads"], "www": EDGE["threads"]}),
+        "threads.net": simple("threads.net", {"@": EDGE["threads"], "www": EDGE["threads"]}),
+        "fbcdn.net": simple("fbcdn.net", {"static.xx": EDGE["cdn"]}),
+    }
+
+
+def whatsapp_zones() -> dict[str, dict[str, list[list[Any]]]]:
+    ns_records = [["NS", 172800, f"{n}.ns.whatsapp.net."] for n in WHATSAPP_NAMESERVERS]
+
+    def soa(apex: str) -> list[Any]:
+        return ["SOA", 3600, f"a.ns.whatsapp.net. dns.{apex}. 1 14400 1800 604800 60"]
+
+    return {
+        "whatsapp.com": {
+            "@": [*ns_records, soa("whatsapp.com"), *_a(EDGE["whatsapp_web"])],
+            "www": _a(EDGE["whatsapp_web"]),
+            "web": _a(EDGE["whatsapp_web"]),
+        },
+        "whatsapp.net": {
+            "@": [*ns_records, soa("whatsapp.net")],
+            "g": _a(EDGE["whatsapp_chat"]),
+            "mmg": _a(EDGE["whatsapp_media"]),
+            **{f"{n}.ns": [["A", 172800, ip]] for n, ip in WHATSAPP_NAMESERVERS.items()},
+        },
+    }
+
+
+def control_zones() -> dict[str, dict[str, list[list[Any]]]]:
+    return {
+        "example.com": {
+            "@": [
+                ["SOA", 3600, "ns.example.com. dns.example.com. 1 7200 900 604800 60"],
+                *_a(CONTROL_WEB),
+            ],
+            "www": _a(CONTROL_WEB),
+        }
+    }
+
+
+META_HOSTNAMES = [
+    "facebook.com",
+    "*.facebook.com",
+    "star-mini.c10r.facebook.com",
+    "instagram.com",
+    "*.instagram.com",
+    "messenger.com",
+    "www.messenger.com",
+    "threads.com",
+    "www.threads.com",
+    "threads.net",
+    "www.threads.net",
+    "static.xx.fbcdn.net",
+    "whatsapp.com",
+    "*.whatsapp.com",
+    "*.whatsapp.net",
+]
+
+
+def _listen(addresses: list[str], port: int) -> list[str]:
+    return [f"{a}:{port}" for a in addresses]
+
+
+def meta_node_spec(run_dir: Path) -> dict[str, Any]:
+    edge = sorted({ip for ip in EDGE.values()})
+    return {
+        "control_socket": str(run_dir / "meta.sock"),
+        "ca_dir": str(run_dir / "ca"),
+        "dns": [
+            {
+                "listen": _listen(list(NAMESERVERS.values()), 53),
+                "zones": {**meta_zones(), **whatsapp_zones()},
+            }
+        ],
+        "https": [{"listen": _listen(edge, 443), "hostnames": META_HOSTNAMES}],
+        "tcp": [{"listen": [f"{EDGE['whatsapp_chat']}:5222"], "name": "whatsapp-chat"}],
+    }
+
+
+def net_node_spec(run_dir: Path) -> dict[str, Any]:
+    meta_ns = [f"{ip}:53" for ip in NAMESERVERS.values()]
+    wa_ns = [f"{ip}:53" for ip in WHATSAPP_NAMESERVERS.values()]
+    stubs = {zone: meta_ns for zone in meta_zones()}
+    stubs.update({zone: wa_ns for zone in whatsapp_zones()})
+    stubs["example.com"] = [f"{CONTROL_NS}:53"]
+    return {
+        "control_socket": str(run_dir / "net.sock"),
+        "ca_dir": str(run_dir / "ca"),
+        "recursors": [{"listen": [f"{RESOLVER}:53"], "stubs": stubs, "upstream_timeout": 0.3}],
+        "dns": [{"listen": [f"{CONTROL_NS}:53"], "zones": control_zones()}],
+        "https": [
+            {
+                "listen": _listen([CONTROL_WEB_IP, CONTROL_WEB], 443),
+                "hostnames": [CONTROL_WEB_IP, "www.example.com", "example.com"],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """The exporter's timing in the lab: fast, so scenarios finish in seconds."""
+
+    interval: float = 2.0
+    jitter: float = 0.05
+    recheck_interval: float = 0.5
+    timeout: float = 0.7
+    latency_threshold: float = 0.25
+    dns_attempt: float = 0.25
+
+    @property
+    def detection_bound(self) -> float:
+        """The issue's budget: one interval (with jitter) + re-check + 1 s."""
+        return self.interval * (1 + self.jitter) + self.recheck_interval + 1.0
+
+
+def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
+    """The built-in catalogue, re-pointed at the lab (only what differs is overridden)."""
+    auth = {"auth_dns": {"nameservers": list(NAMESERVERS.values())}}
+    return {
+        "global": {
+            "interval": f"{settings.interval}s",
+            "jitter": settings.jitter,
+            "recheck_interval": f"{settings.recheck_interval}s",
+            "timeout": f"{settings.timeout}s",
+            "latency_threshold": f"{settings.latency_threshold}s",
+        },
+        "dns": {"resolvers": [RESOLVER], "timeout": f"{settings.dns_attempt}s"},
+        "egress": {"allow_networks": [*PREFIXES.values(), CONTROL_PREFIX]},
+        "tls": {"ca_file": str(ca_file)},
+        "services": {
+            "facebook": {"checks": auth},
+            "instagram": {"checks": {"auth_dns": {"nameservers": list(NAMESERVERS.values())}}},
+        },
+        "control": {
+            "checks": {
+                "cloudflare": {"url": f"https://{CONTROL_WEB_IP}/"},
+                "google": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
+            }
+        },
+    }
+
+
+# -- control clients ----------------------------------------------------------------------
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def node_call(socket_path: str, method: str, path: str, body: Any = None) -> Any:
+    """Call a sim node's control API over its unix socket (it crosses namespaces)."""
+    connection = _UnixHTTPConnection(socket_path)
+    try:
+        payload = None if body is None else json.dumps(body)
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        text = response.read().decode()
+        if response.status >= 400:
+            raise netns.LabError(f"{method} {path} on {socket_path}: {response.status} {text}")
+        return json.loads(text) if text else None
+    finally:
+        connection.close()
+
+
+# -- the lab --------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    run_id: str = field(default_factory=lambda: f"{random.randrange(16**4):04x}")
+    settings: LabSettings = field(default_factory=LabSettings)
+    run_dir: Path = field(init=False)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    mgmt_net: int = field(default_factory=lambda: random.randrange(256))
+    # Active packet faults on the router: key -> nft rule.
+    _filters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(tempfile.gettempdir()) / f"mox-lab-{self.run_id}"
+
+    # names
+    def ns(self, role: str) -> str:
+        return f"mox{self.run_id}-{role}"
+
+    def dev(self, role: str) -> str:
+        return f"mx{self.run_id}{role}"  # <= 15 characters
+
+    @property
+    def mgmt_host(self) -> str:
+        return f"10.203.{self.mgmt_net}.1"
+
+    @property
+    def mgmt_vantage(self) -> str:
+        return f"10.203.{self.mgmt_net}.2"
+
+    @property
+    def exporter_url(self) -> str:
+        return f"http://{self.mgmt_vantage}:{EXPORTER_PORT}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.run_dir / "ca" / "lab-ca.pem"
+
+    # -- setup --------------------------------------------------------------------------
+
+    def up(self, *, start_exporter: bool = True) -> Lab:
+        """Build everything; on any failure, tear down what was built and re-raise."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+            self._save_state()
+            self._build_network()
+            self._start_nodes()
+            if start_exporter:
+                self.start_exporter()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _save_state(self) -> None:
+        state = {
+            "run_id": self.run_id,
+            "namespaces": [self.ns(r) for r in ("vantage", "router", "meta", "net")],
+            "host_devices": [self.dev("h")],
+        }
+        (self.run_dir / "state.json").write_text(json.dumps(state))
+
+    def _build_network(self) -> None:
+        vantage, router, meta, net = (self.ns(r) for r in ("vantage", "router", "meta", "net"))
+        for name in (vantage, router, meta, net):
+            netns.add_namespace(name)
+        netns.sysctl(router, "net.ipv4.ip_forward", "1")
+        # vantage <-> router (the vantage's uplink)
+        netns.veth(vantage, self.dev("v"), router, self.dev("r0"))
+        netns.address(vantage, self.dev("v"), "10.200.0.2/30")
+        netns.address(router, self.dev("r0"), "10.200.0.1/30")
+        # router <-> meta, router <-> net
+        netns.veth(router, self.dev("r1"), meta, self.dev("e"))
+        netns.address(router, self.dev("r1"), "10.200.1.1/30")
+        netns.address(meta, self.dev("e"), "10.200.1.2/30")
+        netns.veth(router, self.dev("r2"), net, self.dev("n"))
+        netns.address(router, self.dev("r2"), "10.200.2.1/30")
+        netns.address(net, self.dev("n"), "10.200.2.2/30")
+        # host <-> vantage management link: scrapes only, never a route for probes
+        netns.veth(vantage, self.dev("m"), None, self.dev("h"))
+        netns.address(vantage, self.dev("m"), f"{self.mgmt_vantage}/30")
+        netns.address(None, self.dev("h"), f"{self.mgmt_host}/30")
+        # service addresses
+        meta_ips = [*NAMESERVERS.values(), *EDGE.values()]
+        netns.service_addresses(meta, [f"{ip}/32" for ip in meta_ips])
+        control_ips = (RESOLVER, CONTROL_NS, CONTROL_WEB_IP, CONTROL_WEB)
+        netns.service_addresses(net, [f"{ip}/32" for ip in control_ips])
+        # routes
+        netns.route(vantage, "default", "via", "10.200.0.1")
+        netns.route(meta, "default", "via", "10.200.1.1")
+        netns.route(net, "default", "via", "10.200.2.1")
+        for prefix in PREFIXES.values():
+            netns.route(router, prefix, "via", "10.200.1.2")
+        netns.route(router, CONTROL_PREFIX, "via", "10.200.2.2")
+        self.apply_filters()
+
+    def _start_nodes(self) -> None:
+        from exporter.sim.certs import LabCA
+
+        LabCA().save(self.run_dir / "ca")  # one CA for both nodes and the exporter's bundle
+        for role, spec in (
+            ("meta", meta_node_spec(self.run_dir)),
+            ("net", net_node_spec(self.run_dir)),
+        ):
+            path = self.run_dir / f"{role}.json"
+            path.write_text(json.dumps(spec, indent=1))
+            self._spawn(
+                role,
+                [sys.executable, "-m", "exporter.sim", "node", "--spec", str(path)],
+                wait_for_ready_line=True,
+            )
+
+    def _spawn(self, name: str, argv: list[str], *, wait_for_ready_line: bool = False) -> None:
+        namespace = self.ns("vantage" if name == "exporter" else name)
+        with open(self.run_dir / f"{name}.log", "wb") as log_file:  # the child keeps its own fd
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", namespace, *argv],
+                stdout=subprocess.PIPE if wait_for_ready_line else log_file,
+                stderr=log_file,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        self.processes[name] = process
+        if wait_for_ready_line:
+            assert process.stdout is not None
+            line = _readline_with_timeout(process, 20.0)
+            if '"ready": true' not in line:
+                raise netns.LabError(
+                    f"{name} node did not start: {line!r}; see {self.run_dir / (name + '.log')}"
+                )
+
+    def start_exporter(self, extra_config: dict[str, Any] | None = None) -> None:
+        config = exporter_config(self.ca_file, self.settings)
+        if extra_config:
+            config = _merge(config, extra_config)
+        path = self.run_dir / "exporter.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._spawn(
+            "exporter",
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "run",
+                "--config.file",
+                str(path),
+                "--web.listen-address",
+                f"{self.mgmt_vantage}:{EXPORTER_PORT}",
+            ],
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if (
+                    urllib.request.urlopen(f"{self.exporter_url}/-/healthy", timeout=1).status
+                    == 200
+                ):
+                    return
+            if self.processes["exporter"].poll() is not None:
+                break
+            time.sleep(0.1)
+        raise netns.LabError(f"exporter did not come up; see {self.run_dir / 'exporter.log'}")
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Idempotent: stop our processes, delete our namespaces and host link, remove the run dir."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            if process.stdout is not None:
+                process.stdout.close()
+        self.processes.clear()
+        teardown_run(self.run_dir)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def withdraw(self, *prefixes: str) -> None:
+        """As in a BGP withdrawal: the router loses its route, answers 'net unreachable'."""
+        for name in prefixes:
+            netns.delete_route(self.ns("router"), PREFIXES[name])
+
+    def restore(self, *prefixes: str) -> None:
+        for name in prefixes:
+            netns.route(self.ns("router"), PREFIXES[name], "via", "10.200.1.2")
+
+    def blackhole(self, *prefixes: str) -> None:
+        for name in prefixes:
+            netns.route(self.ns("router"), "blackhole", PREFIXES[name])
+
+    def apply_filters(self) -> None:
+        """Render the router's nft table from the active packet faults, atomically."""
+        rules = "\n".join(f"    {rule}" for rule in self._filters.values())
+        script = (
+            f"table inet lab\ndelete table inet lab\ntable inet lab {{\n"
+            f"  chain forward {{\n    type filter hook forward priority 0; policy accept;\n{rules}\n  }}\n}}\n"
+        )
+        netns.nft(self.ns("router"), script)
+
+    def drop(self, name: str) -> None:
+        self._filters[f"drop:{name}"] = f"ip daddr {PREFIXES[name]} drop"
+        self.apply_filters()
+
+    def reset_tcp(self, name: str) -> None:
+        self._filters[f"rst:{name}"] = (
+            f"ip daddr {PREFIXES[name]} meta l4proto tcp reject with tcp reset"
+        )
+        self.apply_filters()
+
+    def loss(self, percent: int) -> None:
+        """Random loss on every forwarded packet, both directions (no netem here: nft numgen)."""
+        self._filters["loss"] = f"numgen random mod 100 < {percent} drop"
+        self.apply_filters()
+
+    def clear_filters(self) -> None:
+        self._filters.clear()
+        self.apply_filters()
+
+    def uplink(self, up: bool) -> None:
+        netns.link_state(self.ns("vantage"), self.dev("v"), up)
+        if up:  # a downed link loses its routes
+            netns.route(self.ns("vantage"), "default", "via", "10.200.0.1")
+
+    def meta_node(self, method: str, path: str, body: Any = None) -> Any:
+        return node_call(str(self.run_dir / "meta.sock"), method, path, body)
+
+    def net_node(self, method: str, path: str, body: Any = None) -> Any:
+        return node_call(str(self.run_dir / "net.sock"), method, path, body)
+
+    def dns_fault(self, zone: str, fault: str | None) -> None:
+        self.meta_node("PUT", "/dns/faults", {"zone": zone, "fault": fault})
+
+    def http_fault(self, **fault: Any) -> None:
+        self.meta_node("PUT", "/http/faults", fault)
+
+    def cert(self, hostname: str, condition: str, days: int | None = None) -> None:
+        body: dict[str, Any] = {"hostname": hostname, "condition": condition}
+        if days is not None:
+            body["days"] = days
+        self.meta_node("PUT", "/certs", body)
+
+    def chat_port(self, mode: str) -> None:
+        self.meta_node("PUT", "/tcp/mode", {"name": "whatsapp-chat", "mode": mode})
+
+    def heal(self) -> None:
+        """Every fault off: routes, filters, link, node faults, resolver cache."""
+        self.restore(*PREFIXES)
+        self.clear_filters()
+        self.uplink(True)
+        self.meta_node("POST", "/reset")
+        self.net_node("POST", "/reset")
+
+    # -- reading the exporter ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.exporter_url}/api/v1/status", timeout=5) as response:
+            return json.loads(response.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.exporter_url}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+
+def _readline_with_timeout(process: subprocess.Popen[bytes], timeout: float) -> str:
+    import selectors
+
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        return f"<no ready line within {timeout}s>"
+    return process.stdout.readline().decode()
+
+
+def _merge(base: Any, overlay: Any) -> Any:
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in overlay.items()}}
+    return overlay
+
+
+def teardown_run(run_dir: Path) -> None:
+    """Remove one run's namespaces (killing what runs in them), host link and files."""
+    state_file = run_dir / "state.json"
+    if not state_file.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    state = json.loads(state_file.read_text())
+    for name in state["namespaces"]:
+        netns.delete_namespace(name)
+    for device in state["host_devices"]:
+        netns.sh("ip", "link", "delete", device, check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def leftover_runs() -> Iterator[Path]:
+    yield from Path(tempfile.gettempdir()).glob(STATE_GLOB)
