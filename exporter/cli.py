@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from .spec import Config
 log = logging.getLogger("exporter")
 
 DEFAULT_PORT = 10094
-COMMANDS = ("run", "check", "validate")
+COMMANDS = ("run", "check", "validate", "demo")
 EXIT_OK, EXIT_META_DOWN, EXIT_VANTAGE_OR_CONFIG = 0, 1, 2
 
 
@@ -101,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the /api/v1/status document instead"
     )
     commands.add_parser("validate", parents=[common], help="validate the config and exit")
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run against a simulated Meta on loopback, replaying outages (no root or internet)",
+    )
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        type=parse_listen_address,
+        default=(None, DEFAULT_PORT),
+        metavar="HOST:PORT",
+    )
+    demo.add_argument(
+        "--demo.step",
+        dest="step",
+        type=float,
+        default=7.0,
+        metavar="SECONDS",
+        help="seconds per replayed outage (default 7)",
+    )
     return parser
 
 
@@ -120,38 +140,51 @@ def load_config(args: argparse.Namespace) -> Config:
 # -- run -------------------------------------------------------------------------------
 
 
-async def serve(args: argparse.Namespace, initial: Config) -> int:
+async def serve(
+    listen: tuple[str | None, int],
+    initial: Config,
+    loader: Callable[[], Config],
+    background: Awaitable[None] | None = None,
+) -> int:
+    """Probe and serve until SIGTERM/SIGINT; SIGHUP reloads through `loader`."""
     from .web import init_app  # imported here: `check` and `validate` need no web server
 
     runtime = Runtime(initial)
-    app = init_app(runtime, partial(load_config, args))
+    app = init_app(runtime, loader)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    host, port = args.listen
+    host, port = listen
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", host or "", port, exc.strerror)
         await runner.cleanup()
+        if background is not None:
+            background.close()  # type: ignore[attr-defined]
         return EXIT_VANTAGE_OR_CONFIG
     for address in runner.addresses:
         shown = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
         log.info("listening on http://%s:%s/ (bound address)", shown, address[1])
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    reloads: set[asyncio.Task[object]] = set()
+    tasks: set[asyncio.Task[object]] = set()
 
-    def on_hup() -> None:
-        task = loop.create_task(runtime.reload(partial(load_config, args)))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+    def spawn(work: Awaitable[object]) -> None:
+        task = loop.create_task(work)  # type: ignore[arg-type]
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(runtime.reload(loader)))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if background is not None:
+        spawn(background)
     await stop.wait()
     log.info("shutting down")
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await runner.cleanup()
     return EXIT_OK
 
@@ -237,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "check":
         return asyncio.run(check_once(args, loaded))
-    return asyncio.run(serve(args, loaded))
+    if args.command == "demo":
+        from . import demo
+
+        return asyncio.run(demo.run(partial(serve, args.listen), args.step))
+    return asyncio.run(serve(args.listen, loaded, partial(load_config, args)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,229 @@
+"""`meta-outage-exporter demo`: the real exporter against a simulated Meta on loopback.
+
+No root, no internet: a DNS server and an HTTPS front end (lab CA) on 127.0.0.1 stand in for
+Meta, the built-in catalogue is re-pointed at them (the egress policy allows loopback only),
+and a script replays real outages one after another, so a newcomer — or someone judging the
+dashboards — sees every status and layer within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yarl import URL
+
+from . import config
+from .sim.certs import CertSpec, LabCA, SniCertificates
+from .sim.dnsserver import DnsServer, Zone
+from .sim.frontend import Fault, FrontendServer, FrontendState, HostSpec
+from .spec import Config
+
+log = logging.getLogger(__name__)
+
+CONTROL_HOSTS = ("example.com", "www.example.com")
+LOOPBACK = "127.0.0.1"
+
+
+def catalogue_hostnames(catalogue: Config) -> set[str]:
+    """Every name the catalogue's checks look up or connect to."""
+    names: set[str] = set(CONTROL_HOSTS)
+    for check in catalogue.checks:
+        params = check.params
+        host = URL(params.url).host if check.kind == "http" else getattr(params, "host", None)
+        names.add((host or params.name).lower().rstrip("."))
+    return {n for n in names if not n.replace(".", "").isdigit()}  # IP literals need no DNS
+
+
+def apex_of(name: str) -> str:
+    return ".".join(name.split(".")[-2:])
+
+
+def demo_zones(hostnames: set[str]) -> list[Zone]:
+    """One zone per apex, every name pointing at loopback."""
+    zones: dict[str, dict[str, list[tuple[str, int, str]]]] = {}
+    for name in sorted(hostnames):
+        apex = apex_of(name)
+        records = zones.setdefault(
+            apex, {"@": [("SOA", 3600, f"ns.{apex}. dns.{apex}. 1 7200 900 604800 60")]}
+        )
+        relative = "@" if name == apex else name.removesuffix("." + apex)
+        records.setdefault(relative, []).append(("A", 30, LOOPBACK))
+    return [Zone.from_records(apex, records) for apex, records in zones.items()]
+
+
+def demo_overlay(
+    catalogue: Config, dns_port: int, https_port: int, ca_file: Path
+) -> dict[str, Any]:
+    """The catalogue re-pointed at the loopback fakes, with demo-speed timing."""
+    services: dict[str, Any] = {}
+    for service in catalogue.services:
+        checks: dict[str, Any] = {}
+        for check in service.checks:
+            params = check.params
+            if check.kind == "http":
+                checks[check.name] = {"url": str(URL(params.url).with_port(https_port))}
+            elif check.kind in ("tcp", "tls"):
+                checks[check.name] = {"port": https_port}
+            elif check.kind == "dns" and params.mode == "authoritative":
+                checks[check.name] = {"nameservers": [f"{LOOPBACK}:{dns_port}"]}
+        services[service.name] = {"checks": checks}
+    control = services.pop("control")
+    control["checks"]["cloudflare"] = {"url": f"https://{LOOPBACK}:{https_port}/"}
+    control["checks"]["google"] = {
+        "url": f"https://www.example.com:{https_port}/",
+        "valid_status_codes": ["<500"],
+    }
+    return {
+        "global": {
+            "interval": "2s",
+            "recheck_interval": "500ms",
+            "timeout": "1500ms",
+            "latency_threshold": "300ms",
+            "jitter": 0.05,
+        },
+        "dns": {"resolvers": [f"{LOOPBACK}:{dns_port}"], "timeout": "500ms"},
+        "egress": {"allow_networks": ["127.0.0.0/8"]},
+        "tls": {"ca_file": str(ca_file)},
+        "services": services,
+        "control": control,
+    }
+
+
+@dataclass
+class FakeMeta:
+    dns: DnsServer
+    frontend: FrontendServer
+    certificates: SniCertificates
+    meta_zones: list[str]
+    meta_hosts: list[str]
+
+    def heal(self) -> None:
+        self.dns.clear_faults()
+        self.frontend.state.clear_faults()
+        for host in self.meta_hosts:
+            self.certificates.set(host, CertSpec.valid())
+
+
+Step = Callable[[FakeMeta], None]
+
+
+def _dns_outage(meta: FakeMeta) -> None:
+    for zone in meta.meta_zones:
+        meta.dns.set_fault(zone, "servfail")
+
+
+def _login_outage(meta: FakeMeta) -> None:
+    meta.frontend.state.set_fault(Fault(host="www.facebook.com", path="/login/", status=500))
+    meta.frontend.state.set_fault(Fault(host="graph.facebook.com", path="/me", status=500))
+
+
+def _front_ends_5xx(meta: FakeMeta) -> None:
+    for host in meta.meta_hosts:
+        meta.frontend.state.set_fault(Fault(host=host, status=503))
+
+
+def _whatsapp_alone(meta: FakeMeta) -> None:
+    for zone in ("whatsapp.com", "whatsapp.net"):
+        meta.dns.set_fault(zone, "servfail")
+
+
+def _instagram_slow(meta: FakeMeta) -> None:
+    for host in ("www.instagram.com", "i.instagram.com"):
+        meta.frontend.state.set_fault(Fault(host=host, delay=0.6))
+
+
+def _threads_cert_expired(meta: FakeMeta) -> None:
+    meta.certificates.set("www.threads.com", CertSpec.expired())
+
+
+def _uplink_down(meta: FakeMeta) -> None:
+    """Every control target fails as well: the demo's vantage is 'offline'."""
+    meta.dns.set_fault("example.com", "servfail")
+    for host in (LOOPBACK, "www.example.com"):
+        meta.frontend.state.set_fault(Fault(host=host, status=503))
+
+
+SCRIPT: tuple[tuple[str, Step], ...] = (
+    ("all healthy", lambda meta: None),
+    ("4 Oct 2021: Meta's DNS answers SERVFAIL everywhere (every product down at dns)", _dns_outage),
+    (
+        "5 Mar 2024: logins and token checks fail, DNS/TCP/TLS fine (Facebook Login down at http)",
+        _login_outage,
+    ),
+    ("11 Dec 2024: every front end answers 5xx (everything down at http)", _front_ends_5xx),
+    ("WhatsApp alone: its zones answer SERVFAIL (WhatsApp down at dns)", _whatsapp_alone),
+    ("Instagram slow: 600 ms per answer (degraded, not down)", _instagram_slow),
+    ("Threads' certificate expired (Threads down at tls)", _threads_cert_expired),
+    (
+        "your uplink is down: the control checks fail too (everything unknown, it is us)",
+        _uplink_down,
+    ),
+)
+
+
+async def start_fake_meta(workdir: Path) -> tuple[FakeMeta, Path]:
+    catalogue = config.load(None)
+    hostnames = catalogue_hostnames(catalogue)
+    ca = LabCA()
+    ca_file = ca.ca_pem_path(workdir)
+    meta_hosts = sorted(h for h in hostnames if h not in CONTROL_HOSTS)
+    certificates = ca.sni_server(
+        {h: CertSpec.valid() for h in sorted(hostnames)}, default_hostnames=(LOOPBACK,)
+    )
+    dns = DnsServer(demo_zones(hostnames), host=LOOPBACK, port=0)
+    await dns.start()
+    state = FrontendState()
+    # The control targets are served too, so the "uplink down" step can fail them.
+    for host in (LOOPBACK, *CONTROL_HOSTS):
+        state.hosts[host] = HostSpec("page", title="Example Domain", pages={"/": "home"})
+    frontend = FrontendServer(state, certificates.ssl_context, host=LOOPBACK, port=0)
+    try:
+        await frontend.start()
+    except BaseException:
+        await dns.close()
+        raise
+    zones = sorted({apex_of(h) for h in meta_hosts} - {apex_of(h) for h in CONTROL_HOSTS})
+    return FakeMeta(dns, frontend, certificates, zones, meta_hosts), ca_file
+
+
+def demo_config(meta: FakeMeta, ca_file: Path) -> Config:
+    overlay = demo_overlay(config.load(None), meta.dns.port, meta.frontend.port, ca_file)
+    return config.parse(yaml.safe_dump(overlay), "<demo>")
+
+
+async def replay(meta: FakeMeta, step_seconds: float) -> None:
+    """Cycle through SCRIPT forever, `step_seconds` per outage, healing in between."""
+    while True:
+        for title, apply in SCRIPT:
+            meta.heal()
+            apply(meta)
+            log.warning("demo: now replaying %s", title)
+            await asyncio.sleep(step_seconds)
+
+
+async def run(
+    serve: Callable[[Config, Callable[[], Config], Awaitable[None] | None], Awaitable[int]],
+    step_seconds: float,
+) -> int:
+    """Start the fake Meta, then hand the exporter's config to `serve` (the CLI's server)."""
+    with tempfile.TemporaryDirectory(prefix="meta-outage-demo-") as workdir:
+        meta, ca_file = await start_fake_meta(Path(workdir))
+        try:
+            demo = demo_config(meta, ca_file)
+            log.info(
+                "demo: simulated Meta on %s (DNS :%d, HTTPS :%d); nothing leaves this machine",
+                LOOPBACK,
+                meta.dns.port,
+                meta.frontend.port,
+            )
+            return await serve(demo, lambda: demo, replay(meta, step_seconds))
+        finally:
+            await meta.frontend.close()
+            await meta.dns.close()
