@@ -7,6 +7,7 @@ fixtures allows loopback only, so a mistake cannot reach the real Meta.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from exporter.egress import LOOPBACK, EgressPolicy
+from exporter.model import Layer, ProbeResult, Reason
 from exporter.probes import REGISTRY, ProbeEnv
 from exporter.resolver import Resolver
 from exporter.sim.certs import CertSpec, LabCA, SniCertificates
@@ -126,3 +128,20 @@ def make_check(
 @pytest.fixture
 def check_factory() -> Iterator[Any]:
     yield make_check
+
+
+def assert_outcome(result: ProbeResult, reason: Reason, layer: Layer) -> None:
+    """A probe result's reason, layer and success, in one assertion with the detail shown."""
+    assert (result.reason, result.layer, result.success) == (
+        reason,
+        layer,
+        reason is Reason.OK,
+    ), result.detail
+
+
+def closed_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody listens on (bound to learn it, then closed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -15,7 +15,6 @@ import pytest
 
 from exporter.sim.dnsserver import DnsServer
 from exporter.sim.frontend import Fault, FrontendServer
-from tests.integration.fake_meta import fake_meta_config
 
 CLI = [sys.executable, "-m", "exporter"]
 
@@ -27,15 +26,6 @@ async def run_cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-@pytest.fixture
-def config_file(
-    tmp_path: Path, dns_server: DnsServer, frontend: FrontendServer, ca_file: Path
-) -> Path:
-    path = tmp_path / "exporter.yml"
-    path.write_text(fake_meta_config(dns_server.port, frontend.port, ca_file))
-    return path
 
 
 async def test_validate_ok(config_file: Path) -> None:

@@ -23,7 +23,7 @@ from exporter.resolver import Resolver
 from exporter.sim import dnsserver
 from exporter.sim.dnsserver import DnsServer
 from exporter.spec import CheckSpec, Endpoint
-from tests.conftest import make_check, zones
+from tests.conftest import closed_port, make_check, zones
 
 MODES = ["recursive", "authoritative"]
 # Slack for the event loop and a loaded CI machine on top of a check's timeout.
@@ -34,13 +34,6 @@ def dns_check(mode: str, server: DnsServer, *, timeout: float = 2.0, **params: A
     if mode == "authoritative":
         params["nameservers"] = [f"127.0.0.1:{server.port}"]
     return make_check("dns", mode=mode, timeout=timeout, **params)
-
-
-def closed_udp_port() -> int:
-    """A loopback UDP port nobody listens on (bound to learn it, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _NonAuthoritative(asyncio.DatagramProtocol):
@@ -251,7 +244,7 @@ async def test_unreachable_server(mode: str, probe_env: ProbeEnv) -> None:
     A server that fails hard is not asked again, so the probe ends at once with
     dns_error naming the cause, instead of retrying until the deadline.
     """
-    port = closed_udp_port()
+    port = closed_port(kind=socket.SOCK_DGRAM)
     timeout = 0.6
     params: dict[str, Any] = {"qname": "www.facebook.com", "mode": mode, "timeout": timeout}
     if mode == "authoritative":

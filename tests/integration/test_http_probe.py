@@ -7,19 +7,17 @@ are set on the front end's state. Every case asserts the reason, the layer and s
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from exporter.egress import EgressPolicy
-from exporter.model import Layer, Phase, ProbeResult, Reason
+from exporter.model import Layer, Phase, Reason
 from exporter.probes import ProbeEnv, run_probe
 from exporter.resolver import Resolver
 from exporter.sim.certs import CertSpec, SniCertificates
 from exporter.sim.dnsserver import DnsServer
 from exporter.sim.frontend import LAB_USER_ID, Fault, FrontendServer, HostSpec
 from exporter.spec import CheckSpec, Endpoint
-from tests.conftest import make_check
+from tests.conftest import assert_outcome, closed_port, make_check
 
 SLACK = 0.5  # event loop and CI headroom on top of a check's timeout
 WWW = "www.facebook.com"
@@ -33,20 +31,6 @@ def url(frontend: FrontendServer, host: str = WWW, path: str = "/") -> str:
 
 def http_check(frontend: FrontendServer, host: str = WWW, path: str = "/", **params) -> CheckSpec:
     return make_check("http", url=url(frontend, host, path), **params)
-
-
-def assert_outcome(result: ProbeResult, reason: Reason, layer: Layer) -> None:
-    assert (result.reason, result.layer, result.success) == (
-        reason,
-        layer,
-        reason is Reason.OK,
-    ), result.detail
-
-
-def closed_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_ok_times_all_five_phases(frontend: FrontendServer, probe_env: ProbeEnv) -> None:
@@ -293,9 +277,7 @@ async def test_dns_timeout(
 
 
 async def test_connection_refused(probe_env: ProbeEnv) -> None:
-    result = await run_probe(
-        make_check("http", url=f"https://{WWW}:{closed_tcp_port()}/"), probe_env
-    )
+    result = await run_probe(make_check("http", url=f"https://{WWW}:{closed_port()}/"), probe_env)
     assert_outcome(result, Reason.TCP_REFUSED, Layer.TCP)
     assert Phase.CONNECT in result.phases
 

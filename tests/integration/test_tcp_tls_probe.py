@@ -23,7 +23,7 @@ from exporter.probes import ProbeEnv, run_probe
 from exporter.sim.certs import CertSpec, LabCA, SniCertificates
 from exporter.sim.dnsserver import DnsServer
 from exporter.sim.frontend import FrontendServer
-from tests.conftest import make_check
+from tests.conftest import assert_outcome, closed_port, make_check
 
 SLACK = 0.5  # event loop and CI headroom on top of a check's timeout
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -31,21 +31,6 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 def layer_of(reason: Reason) -> Layer:
     return Layer.NONE if reason is Reason.OK else reason.layer
-
-
-def assert_outcome(result: Any, reason: Reason, layer: Layer) -> None:
-    assert (result.reason, result.layer, result.success) == (
-        reason,
-        layer,
-        reason is Reason.OK,
-    ), result.detail
-
-
-def closed_tcp_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -129,7 +114,7 @@ async def test_tcp_connects_to_a_name_resolved_by_fake_dns(
 
 
 async def test_tcp_refused_on_a_closed_port(probe_env: ProbeEnv) -> None:
-    check = make_check("tcp", host="127.0.0.1", port=closed_tcp_port())
+    check = make_check("tcp", host="127.0.0.1", port=closed_port())
     result = await run_probe(check, probe_env)
     assert_outcome(result, Reason.TCP_REFUSED, Layer.TCP)
 
@@ -207,7 +192,7 @@ async def test_tcp_ipv6(host: str, probe_env: ProbeEnv) -> None:
 async def test_tcp_name_without_address_in_family(
     host: str, family: str, reason: Reason, probe_env: ProbeEnv
 ) -> None:
-    check = make_check("tcp", host=host, port=closed_tcp_port(), ip_family=family)
+    check = make_check("tcp", host=host, port=closed_port(), ip_family=family)
     result = await run_probe(check, probe_env)
     assert_outcome(result, reason, Layer.DNS)
 
@@ -309,6 +294,6 @@ async def test_tls_min_version(
 async def test_tls_refused_is_a_tcp_failure(probe_env: ProbeEnv) -> None:
     """A closed port reads the same in a tls check as in a tcp check."""
     started = time.perf_counter()
-    result = await run_probe(tls_check(closed_tcp_port()), probe_env)
+    result = await run_probe(tls_check(closed_port()), probe_env)
     assert_outcome(result, Reason.TCP_REFUSED, Layer.TCP)
     assert time.perf_counter() - started < 1.0

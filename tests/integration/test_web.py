@@ -13,10 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
 from exporter.runtime import Runtime
-from exporter.sim.dnsserver import DnsServer
 from exporter.sim.frontend import Fault, FrontendServer
 from exporter.web import RUNTIME, init_app
-from tests.integration.fake_meta import fake_meta_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -35,15 +33,6 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def config_file(
-    tmp_path: Path, dns_server: DnsServer, frontend: FrontendServer, ca_file: Path
-) -> Path:
-    path = tmp_path / "exporter.yml"
-    path.write_text(fake_meta_config(dns_server.port, frontend.port, ca_file))
-    return path
 
 
 @pytest.fixture
