@@ -3,8 +3,9 @@
 Built on dnspython's message API and asyncio only. The decision logic is pure:
 :func:`answer` maps (query, zones, faults) to a response (or ``None`` = drop), and
 :func:`render` turns a response into wire bytes honouring the UDP size limit.
-:class:`DnsServer` is the thin I/O edge: UDP and TCP on one port, counters, and
-run-time switches for zones and faults.
+:class:`DnsServer` is the thin I/O edge: counters and run-time switches for zones
+and faults, served by :class:`DnsListener` (UDP and TCP on one port), which the
+recursor shares.
 
 Scope: authoritative answers for the served zones only (no recursion, no
 delegations/referrals, no wildcards, no DNSSEC, no zone transfers).
@@ -20,9 +21,9 @@ import ipaddress
 import logging
 import types
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import dns.exception
 import dns.flags
@@ -465,9 +466,16 @@ def servfail_for(query: dns.message.Message) -> bytes:
 # --- the I/O edge ------------------------------------------------------------------------
 
 
+class Handler(Protocol):
+    """One DNS message in, at most one out (``None``: send nothing); must not raise."""
+
+    def __call__(self, wire: bytes, *, tcp: bool) -> Awaitable[bytes | None]: ...
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self._server = server
+    def __init__(self, on_datagram: Callable[[bytes, Any], None], name: str) -> None:
+        self._on_datagram = on_datagram
+        self._name = name
         self.transport: asyncio.DatagramTransport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -475,17 +483,145 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = self._server.handle(data, tcp=False)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+        self._on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from clients that went away must not stop the server.
-        log.debug("dns sim: udp error ignored: %s", exc)
+        log.debug("%s: udp error ignored: %s", self._name, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+class DnsListener:
+    """UDP and TCP on one port of a loopback (or lab) address, answering with ``handler``.
+
+    The lifecycle shared by :class:`DnsServer` and the recursor's server. ``host``
+    must be an IP literal; with ``port=0`` an ephemeral port is chosen. Each datagram
+    is answered in a task of its own, since a handler may await (the recursor asks
+    upstream); with ``max_pending`` set, datagrams beyond that many in progress are
+    dropped and counted in :attr:`dropped`. ``name`` goes into errors and log lines.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        name: str,
+        tcp_idle_timeout: float,
+        max_tcp_connections: int,
+        max_pending: int | None = None,
+    ) -> None:
+        ipaddress.ip_address(host)  # fail early on names: the sim never resolves
+        self._handler = handler
+        self._host = host
+        self._requested_port = port
+        self._name = name
+        self._idle_timeout = tcp_idle_timeout
+        self._max_connections = max_tcp_connections
+        self._max_pending = max_pending
+        self._udp: _UdpProtocol | None = None
+        self._tcp: asyncio.Server | None = None
+        self._port: int | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[None]] = set()
+        self.dropped = 0  # datagrams dropped because max_pending questions were in progress
+
+    @property
+    def address(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(f"{self._name} is not started")
+        return self._port
+
+    async def start(self) -> None:
+        if self._udp is not None:
+            raise RuntimeError(f"{self._name} is already started")
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            udp = await self._bind_udp(self._requested_port)
+            port = udp.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self._host, port)
+            except OSError as exc:
+                await _close_udp(udp)
+                # Only an ephemeral port may be traded for another; a fixed one is the user's.
+                retry = not self._requested_port and exc.errno == errno.EADDRINUSE
+                if not retry or attempt == BIND_ATTEMPTS:
+                    raise
+                continue
+            self._udp, self._port = udp, port
+            return
+
+    async def close(self) -> None:
+        """Stop listening, abandon questions in progress, end TCP connections; idempotent."""
+        udp, tcp, self._udp, self._tcp = self._udp, self._tcp, None, None
+        if udp is not None:
+            await _close_udp(udp)
+        if tcp is not None:
+            tcp.close()
+        tasks = [*self._pending, *self._connections]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tcp is not None:
+            await tcp.wait_closed()
+
+    async def _bind_udp(self, port: int) -> _UdpProtocol:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self.on_datagram, self._name), local_addr=(self._host, port)
+        )
+        return protocol
+
+    def on_datagram(self, data: bytes, addr: Any) -> None:
+        """Start answering one datagram, or drop it if ``max_pending`` are in progress."""
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            self.dropped += 1  # the client retries, as with unbound's full request list
+            return
+        task = asyncio.create_task(self._answer_datagram(data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _answer_datagram(self, data: bytes, addr: Any) -> None:
+        reply = await self._handler(data, tcp=False)
+        udp = self._udp
+        if reply is not None and udp is not None and udp.transport is not None:
+            udp.transport.sendto(reply, addr)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or len(self._connections) >= self._max_connections:
+            await _close_writer(writer)
+            return
+        self._connections.add(task)
+        try:
+            await self._tcp_loop(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass  # client went away, sent half a message, or idled: just hang up
+        finally:
+            self._connections.discard(task)
+            await _close_writer(writer)
+
+    async def _tcp_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Several queries per connection (RFC 7766), in order, each within the idle deadline."""
+        while True:
+            async with asyncio.timeout(self._idle_timeout):
+                # The 2-byte length caps a message at 64 KiB: no unbounded read is possible.
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                if size == 0:
+                    return
+                wire = await reader.readexactly(size)
+            reply = await self._handler(wire, tcp=True)
+            if reply is not None:
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                async with asyncio.timeout(self._idle_timeout):
+                    await writer.drain()
 
 
 class DnsServer:
@@ -504,18 +640,17 @@ class DnsServer:
         tcp_idle_timeout: float = 5.0,
         max_tcp_connections: int = 64,
     ) -> None:
-        ipaddress.ip_address(host)  # fail early on names: the sim never resolves
-        self._host = host
-        self._requested_port = port
-        self._idle_timeout = tcp_idle_timeout
-        self._max_connections = max_tcp_connections
+        self._listener = DnsListener(
+            self._serve,
+            host,
+            port,
+            name="DnsServer",
+            tcp_idle_timeout=tcp_idle_timeout,
+            max_tcp_connections=max_tcp_connections,
+        )
         self._zones: tuple[Zone, ...] = ()
         self.set_zones(zones)
         self._faults: dict[str, Fault] = {}
-        self._udp: _UdpProtocol | None = None
-        self._tcp: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._port: int | None = None
         self.udp_queries = 0
         self.tcp_queries = 0
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -563,13 +698,11 @@ class DnsServer:
 
     @property
     def address(self) -> str:
-        return self._host
+        return self._listener.address
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("DnsServer is not started")
-        return self._port
+        return self._listener.port
 
     # -- lifecycle --
 
@@ -581,44 +714,12 @@ class DnsServer:
         await self.close()
 
     async def start(self) -> None:
-        if self._udp is not None:
-            raise RuntimeError("DnsServer is already started")
-        for attempt in range(1, BIND_ATTEMPTS + 1):
-            udp = await self._bind_udp(self._requested_port)
-            port = udp.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
-            try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, self._host, port)
-            except OSError as exc:
-                await _close_udp(udp)
-                # Only an ephemeral port may be traded for another; a fixed one is the user's.
-                retry = not self._requested_port and exc.errno == errno.EADDRINUSE
-                if not retry or attempt == BIND_ATTEMPTS:
-                    raise
-                continue
-            self._udp, self._port = udp, port
-            log.info("dns sim listening on %s port %d (udp+tcp)", self._host, port)
-            return
+        await self._listener.start()
+        log.info("dns sim listening on %s port %d (udp+tcp)", self.address, self.port)
 
     async def close(self) -> None:
         """Stop listening and end open TCP connections; safe to call twice."""
-        udp, tcp, self._udp, self._tcp = self._udp, self._tcp, None, None
-        if udp is not None:
-            await _close_udp(udp)
-        if tcp is not None:
-            tcp.close()
-        connections = list(self._connections)
-        for task in connections:
-            task.cancel()
-        await asyncio.gather(*connections, return_exceptions=True)
-        if tcp is not None:
-            await tcp.wait_closed()
-
-    async def _bind_udp(self, port: int) -> _UdpProtocol:
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self._host, port)
-        )
-        return protocol
+        await self._listener.close()
 
     # -- request handling --
 
@@ -640,38 +741,13 @@ class DnsServer:
             log.exception("dns sim: failed to answer %s", query.question)
             return None if query.flags & dns.flags.QR else servfail_for(query)
 
+    async def _serve(self, wire: bytes, *, tcp: bool) -> bytes | None:
+        # The listener's handler is async (the recursor awaits upstream); answering is not.
+        return self.handle(wire, tcp=tcp)
+
     def _count(self, query: dns.message.Message) -> None:
         for question in query.question:
             self.counts[_count_key(question.name, question.rdtype)] += 1
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._connections) >= self._max_connections:
-            await _close_writer(writer)
-            return
-        self._connections.add(task)
-        try:
-            await self._tcp_loop(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # client went away, sent half a message, or idled: just hang up
-        finally:
-            self._connections.discard(task)
-            await _close_writer(writer)
-
-    async def _tcp_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Several queries per connection (RFC 7766), each within the idle deadline."""
-        while True:
-            async with asyncio.timeout(self._idle_timeout):
-                # The 2-byte length caps a message at 64 KiB: no unbounded read is possible.
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                if size == 0:
-                    return
-                wire = await reader.readexactly(size)
-            reply = self.handle(wire, tcp=True)
-            if reply is not None:
-                writer.write(len(reply).to_bytes(2, "big") + reply)
-                async with asyncio.timeout(self._idle_timeout):
-                    await writer.drain()
 
 
 def _count_key(name: dns.name.Name, rdtype: int) -> tuple[str, str]:

@@ -25,8 +25,6 @@ Layout, pure first:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import functools
 import ipaddress
 import logging
@@ -49,8 +47,8 @@ import dns.rrset
 
 from ..dnsclient import udp_exchange
 from .dnsserver import (
-    BIND_ATTEMPTS,
     UDP_PAYLOAD,
+    DnsListener,
     formerr_for,
     parse_query,
     render,
@@ -577,28 +575,6 @@ def _cname_count(answer: Sequence[RRset]) -> int:
 # --- the I/O edge --------------------------------------------------------------------------
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    # dnsserver's protocol answers synchronously; resolving needs a task per datagram.
-    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
-        self._on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors from clients that went away must not stop the server.
-        log.debug("recursor: udp error ignored: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 class RecursorServer:
     """Serve a :class:`Recursor` over UDP and TCP on one port of a loopback (or lab) address.
 
@@ -618,29 +594,33 @@ class RecursorServer:
         max_tcp_connections: int = 64,
         max_pending: int = 1024,
     ) -> None:
-        ipaddress.ip_address(host)  # fail early on names: the sim never resolves
+        self._listener = DnsListener(
+            self.handle,
+            host,
+            port,
+            name="RecursorServer",
+            tcp_idle_timeout=tcp_idle_timeout,
+            max_tcp_connections=max_tcp_connections,
+            max_pending=max_pending,
+        )
         self.recursor = recursor
-        self._host = host
-        self._requested_port = port
-        self._idle_timeout = tcp_idle_timeout
-        self._max_connections = max_tcp_connections
-        self._max_pending = max_pending
-        self._udp: _UdpProtocol | None = None
-        self._tcp: asyncio.Server | None = None
-        self._port: int | None = None
-        self._pending: set[asyncio.Task[None]] = set()
-        self._connections: set[asyncio.Task[None]] = set()
-        self.dropped = 0  # datagrams dropped because max_pending questions were in progress
 
     @property
     def address(self) -> str:
-        return self._host
+        return self._listener.address
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("RecursorServer is not started")
-        return self._port
+        return self._listener.port
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped because max_pending questions were in progress."""
+        return self._listener.dropped
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        self._listener.dropped = value
 
     # -- lifecycle --
 
@@ -652,44 +632,12 @@ class RecursorServer:
         await self.close()
 
     async def start(self) -> None:
-        if self._udp is not None:
-            raise RuntimeError("RecursorServer is already started")
-        for attempt in range(1, BIND_ATTEMPTS + 1):
-            udp = await self._bind_udp(self._requested_port)
-            port = udp.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
-            try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, self._host, port)
-            except OSError as exc:
-                await _close_udp(udp)
-                # Only an ephemeral port may be traded for another; a fixed one is the user's.
-                retry = not self._requested_port and exc.errno == errno.EADDRINUSE
-                if not retry or attempt == BIND_ATTEMPTS:
-                    raise
-                continue
-            self._udp, self._port = udp, port
-            log.info("dns recursor listening on %s port %d (udp+tcp)", self._host, port)
-            return
+        await self._listener.start()
+        log.info("dns recursor listening on %s port %d (udp+tcp)", self.address, self.port)
 
     async def close(self) -> None:
         """Stop listening, abandon questions in progress, end TCP connections; idempotent."""
-        udp, tcp, self._udp, self._tcp = self._udp, self._tcp, None, None
-        if udp is not None:
-            await _close_udp(udp)
-        if tcp is not None:
-            tcp.close()
-        tasks = [*self._pending, *self._connections]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if tcp is not None:
-            await tcp.wait_closed()
-
-    async def _bind_udp(self, port: int) -> _UdpProtocol:
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self._on_datagram), local_addr=(self._host, port)
-        )
-        return protocol
+        await self._listener.close()
 
     # -- request handling --
 
@@ -706,57 +654,5 @@ class RecursorServer:
         return None if response is None else render(response, query, tcp=tcp)
 
     def _on_datagram(self, data: bytes, addr: Any) -> None:
-        if len(self._pending) >= self._max_pending:
-            self.dropped += 1
-            return
-        task = asyncio.create_task(self._answer_datagram(data, addr))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _answer_datagram(self, data: bytes, addr: Any) -> None:
-        reply = await self.handle(data, tcp=False)
-        udp = self._udp
-        if reply is not None and udp is not None and udp.transport is not None:
-            udp.transport.sendto(reply, addr)
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._connections) >= self._max_connections:
-            await _close_writer(writer)
-            return
-        self._connections.add(task)
-        try:
-            await self._tcp_loop(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # client went away, sent half a message, or idled: just hang up
-        finally:
-            self._connections.discard(task)
-            await _close_writer(writer)
-
-    async def _tcp_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Several queries per connection (RFC 7766), answered in order."""
-        while True:
-            async with asyncio.timeout(self._idle_timeout):
-                # The 2-byte length caps a message at 64 KiB: no unbounded read is possible.
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                if size == 0:
-                    return
-                wire = await reader.readexactly(size)
-            reply = await self.handle(wire, tcp=True)
-            if reply is not None:
-                writer.write(len(reply).to_bytes(2, "big") + reply)
-                async with asyncio.timeout(self._idle_timeout):
-                    await writer.drain()
-
-
-async def _close_udp(protocol: _UdpProtocol) -> None:
-    if protocol.transport is not None:
-        protocol.transport.close()
-    await protocol.closed
-
-
-async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        async with asyncio.timeout(1.0):
-            await writer.wait_closed()
+        # Where a datagram enters (tests feed it here directly, with no client socket).
+        self._listener.on_datagram(data, addr)
