@@ -20,15 +20,16 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A lab for the module; `LAB_VANTAGES = 3` in a module asks for three vantages."""
     why = netns.require_root()
     if why is not None:
         pytest.skip(why)
-    built = Lab().up()
+    built = Lab(vantage_count=getattr(request.module, "LAB_VANTAGES", 1)).up()
     try:
         yield built
     finally:
-        names = [built.ns(r) for r in ("vantage", "router", "meta", "net")]
+        names = [*(v.ns for v in built.vantages), *(built.ns(r) for r in ("router", "meta", "net"))]
         built.down()
         left = [n for n in netns.namespaces() if n in names]
         assert not left, f"lab namespaces left behind: {left}"

@@ -1,7 +1,7 @@
 """The outage lab: a fake Meta edge, a control internet and a vantage, in network namespaces.
 
-    host ── mgmt veth ── vantage ── router ──┬── meta  (authoritative DNS, HTTPS front ends, chat port)
-     (scrapes the exporter)   (faults here)  └── net   (recursive resolver, control targets)
+    host ── mgmt veths ── vantage(s) ── router ──┬── meta  (authoritative DNS, HTTPS front ends, chat port)
+     (scrapes the exporters)       (faults here)  └── net   (recursive resolver, control targets)
 
 Meta's prefixes are stood in for by private ones inside the lab (never Meta's real
 addresses): 10.129.30.0/23 and 10.185.218.0/23 hold the authoritative nameservers (as
@@ -295,11 +295,62 @@ def node_call(socket_path: str, method: str, path: str, body: Any = None) -> Any
 # -- the lab --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Vantage:
+    """One vantage: its namespace, uplink to the router, management link to the host."""
+
+    index: int  # 0, 1, 2 ...
+    run_id: str
+    mgmt_net: int
+
+    @property
+    def name(self) -> str:
+        return "vantage" if self.index == 0 else f"vantage{self.index + 1}"
+
+    @property
+    def ns(self) -> str:
+        return f"mox{self.run_id}-{self.name}"
+
+    def dev(self, role: str) -> str:
+        return f"mx{self.run_id}{role}{self.index}"  # <= 15 characters
+
+    @property
+    def uplink_subnet(self) -> str:
+        return f"10.200.{10 + self.index}.0/30"
+
+    @property
+    def router_side(self) -> str:
+        return f"10.200.{10 + self.index}.1"
+
+    @property
+    def uplink_address(self) -> str:
+        return f"10.200.{10 + self.index}.2"
+
+    @property
+    def mgmt_host(self) -> str:
+        return f"10.203.{self.mgmt_net}.{4 * self.index + 1}"
+
+    @property
+    def mgmt_vantage(self) -> str:
+        return f"10.203.{self.mgmt_net}.{4 * self.index + 2}"
+
+    @property
+    def exporter_url(self) -> str:
+        return f"http://{self.mgmt_vantage}:{EXPORTER_PORT}"
+
+    @property
+    def exporter(self) -> str:
+        """The exporter's process name in the lab."""
+        return f"exporter-{self.name}"
+
+
 @dataclass
 class Lab:
     run_id: str = field(default_factory=lambda: f"{random.randrange(16**4):04x}")
     settings: LabSettings = field(default_factory=LabSettings)
+    vantage_count: int = 1
     run_dir: Path = field(init=False)
+    vantages: list[Vantage] = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     mgmt_net: int = field(default_factory=lambda: random.randrange(256))
     # Active packet faults on the router: key -> nft rule.
@@ -307,6 +358,7 @@ class Lab:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.gettempdir()) / f"mox-lab-{self.run_id}"
+        self.vantages = [Vantage(i, self.run_id, self.mgmt_net) for i in range(self.vantage_count)]
 
     # names
     def ns(self, role: str) -> str:
@@ -316,16 +368,8 @@ class Lab:
         return f"mx{self.run_id}{role}"  # <= 15 characters
 
     @property
-    def mgmt_host(self) -> str:
-        return f"10.203.{self.mgmt_net}.1"
-
-    @property
-    def mgmt_vantage(self) -> str:
-        return f"10.203.{self.mgmt_net}.2"
-
-    @property
     def exporter_url(self) -> str:
-        return f"http://{self.mgmt_vantage}:{EXPORTER_PORT}"
+        return self.vantages[0].exporter_url
 
     @property
     def ca_file(self) -> Path:
@@ -350,20 +394,19 @@ class Lab:
     def _save_state(self) -> None:
         state = {
             "run_id": self.run_id,
-            "namespaces": [self.ns(r) for r in ("vantage", "router", "meta", "net")],
-            "host_devices": [self.dev("h")],
+            "namespaces": [
+                *(v.ns for v in self.vantages),
+                *(self.ns(r) for r in ("router", "meta", "net")),
+            ],
+            "host_devices": [v.dev("h") for v in self.vantages],
         }
         (self.run_dir / "state.json").write_text(json.dumps(state))
 
     def _build_network(self) -> None:
-        vantage, router, meta, net = (self.ns(r) for r in ("vantage", "router", "meta", "net"))
-        for name in (vantage, router, meta, net):
+        router, meta, net = (self.ns(r) for r in ("router", "meta", "net"))
+        for name in (router, meta, net):
             netns.add_namespace(name)
         netns.sysctl(router, "net.ipv4.ip_forward", "1")
-        # vantage <-> router (the vantage's uplink)
-        netns.veth(vantage, self.dev("v"), router, self.dev("r0"))
-        netns.address(vantage, self.dev("v"), "10.200.0.2/30")
-        netns.address(router, self.dev("r0"), "10.200.0.1/30")
         # router <-> meta, router <-> net
         netns.veth(router, self.dev("r1"), meta, self.dev("e"))
         netns.address(router, self.dev("r1"), "10.200.1.1/30")
@@ -371,23 +414,33 @@ class Lab:
         netns.veth(router, self.dev("r2"), net, self.dev("n"))
         netns.address(router, self.dev("r2"), "10.200.2.1/30")
         netns.address(net, self.dev("n"), "10.200.2.2/30")
-        # host <-> vantage management link: scrapes only, never a route for probes
-        netns.veth(vantage, self.dev("m"), None, self.dev("h"))
-        netns.address(vantage, self.dev("m"), f"{self.mgmt_vantage}/30")
-        netns.address(None, self.dev("h"), f"{self.mgmt_host}/30")
+        for vantage in self.vantages:
+            self._build_vantage(vantage)
         # service addresses
         meta_ips = [*NAMESERVERS.values(), *EDGE.values()]
         netns.service_addresses(meta, [f"{ip}/32" for ip in meta_ips])
         control_ips = (RESOLVER, CONTROL_NS, CONTROL_WEB_IP, CONTROL_WEB)
         netns.service_addresses(net, [f"{ip}/32" for ip in control_ips])
         # routes
-        netns.route(vantage, "default", "via", "10.200.0.1")
         netns.route(meta, "default", "via", "10.200.1.1")
         netns.route(net, "default", "via", "10.200.2.1")
         for prefix in PREFIXES.values():
             netns.route(router, prefix, "via", "10.200.1.2")
         netns.route(router, CONTROL_PREFIX, "via", "10.200.2.2")
         self.apply_filters()
+
+    def _build_vantage(self, vantage: Vantage) -> None:
+        router = self.ns("router")
+        netns.add_namespace(vantage.ns)
+        # vantage <-> router: the vantage's uplink
+        netns.veth(vantage.ns, vantage.dev("v"), router, vantage.dev("u"))
+        netns.address(vantage.ns, vantage.dev("v"), f"{vantage.uplink_address}/30")
+        netns.address(router, vantage.dev("u"), f"{vantage.router_side}/30")
+        # host <-> vantage management link: scrapes only, never a route for probes
+        netns.veth(vantage.ns, vantage.dev("m"), None, vantage.dev("h"))
+        netns.address(vantage.ns, vantage.dev("m"), f"{vantage.mgmt_vantage}/30")
+        netns.address(None, vantage.dev("h"), f"{vantage.mgmt_host}/30")
+        netns.route(vantage.ns, "default", "via", vantage.router_side)
 
     def _start_nodes(self) -> None:
         from exporter.sim.certs import LabCA
@@ -401,12 +454,14 @@ class Lab:
             path.write_text(json.dumps(spec, indent=1))
             self._spawn(
                 role,
+                self.ns(role),
                 [sys.executable, "-m", "exporter.sim", "node", "--spec", str(path)],
                 wait_for_ready_line=True,
             )
 
-    def _spawn(self, name: str, argv: list[str], *, wait_for_ready_line: bool = False) -> None:
-        namespace = self.ns("vantage" if name == "exporter" else name)
+    def _spawn(
+        self, name: str, namespace: str, argv: list[str], *, wait_for_ready_line: bool = False
+    ) -> None:
         with open(self.run_dir / f"{name}.log", "wb") as log_file:  # the child keeps its own fd
             process = subprocess.Popen(
                 ["ip", "netns", "exec", namespace, *argv],
@@ -425,14 +480,14 @@ class Lab:
                 )
 
     def start_exporter(self, extra_config: dict[str, Any] | None = None) -> None:
+        """One exporter per vantage, each its own process started through the CLI."""
         config = exporter_config(self.ca_file, self.settings)
         if extra_config:
             config = _merge(config, extra_config)
         path = self.run_dir / "exporter.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._spawn(
-            "exporter",
-            [
+        for vantage in self.vantages:
+            argv = [
                 sys.executable,
                 "-m",
                 "exporter",
@@ -440,21 +495,27 @@ class Lab:
                 "--config.file",
                 str(path),
                 "--web.listen-address",
-                f"{self.mgmt_vantage}:{EXPORTER_PORT}",
-            ],
-        )
+                f"{vantage.mgmt_vantage}:{EXPORTER_PORT}",
+            ]
+            self._spawn(vantage.exporter, vantage.ns, argv)
+        for vantage in self.vantages:
+            self._wait_healthy(vantage)
+
+    def _wait_healthy(self, vantage: Vantage) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if (
-                    urllib.request.urlopen(f"{self.exporter_url}/-/healthy", timeout=1).status
-                    == 200
-                ):
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{vantage.exporter_url}/-/healthy", timeout=1) as reply,
+            ):
+                if reply.status == 200:
                     return
-            if self.processes["exporter"].poll() is not None:
+            if self.processes[vantage.exporter].poll() is not None:
                 break
             time.sleep(0.1)
-        raise netns.LabError(f"exporter did not come up; see {self.run_dir / 'exporter.log'}")
+        raise netns.LabError(
+            f"exporter did not come up; see {self.run_dir / (vantage.exporter + '.log')}"
+        )
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -517,10 +578,20 @@ class Lab:
         self._filters.clear()
         self.apply_filters()
 
-    def uplink(self, up: bool) -> None:
-        netns.link_state(self.ns("vantage"), self.dev("v"), up)
+    def uplink(self, up: bool, vantage: int = 0) -> None:
+        """The vantage's own link to the world (index into vantages)."""
+        chosen = self.vantages[vantage]
+        netns.link_state(chosen.ns, chosen.dev("v"), up)
         if up:  # a downed link loses its routes
-            netns.route(self.ns("vantage"), "default", "via", "10.200.0.1")
+            netns.route(chosen.ns, "default", "via", chosen.router_side)
+
+    def cut_meta_for(self, *vantages: int) -> None:
+        """Meta unreachable (TCP RST, ICMP unreachable) from these vantages only."""
+        meta = ", ".join(PREFIXES.values())
+        for index in vantages:
+            source = self.vantages[index].uplink_subnet
+            self._filters[f"cut:{index}"] = f"ip saddr {source} ip daddr {{ {meta} }} reject"
+        self.apply_filters()
 
     def meta_node(self, method: str, path: str, body: Any = None) -> Any:
         return node_call(str(self.run_dir / "meta.sock"), method, path, body)
@@ -547,18 +618,21 @@ class Lab:
         """Every fault off: routes, filters, link, node faults, resolver cache."""
         self.restore(*PREFIXES)
         self.clear_filters()
-        self.uplink(True)
+        for index in range(len(self.vantages)):
+            self.uplink(True, index)
         self.meta_node("POST", "/reset")
         self.net_node("POST", "/reset")
 
     # -- reading the exporter ---------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.exporter_url}/api/v1/status", timeout=5) as response:
+    def status(self, vantage: int = 0) -> dict[str, Any]:
+        url = f"{self.vantages[vantage].exporter_url}/api/v1/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.exporter_url}/metrics", timeout=5) as response:
+    def metrics(self, vantage: int = 0) -> str:
+        url = f"{self.vantages[vantage].exporter_url}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.read().decode()
 
 

@@ -1,0 +1,194 @@
+"""Alerting end to end: the lab's exporters, real Prometheus, real Alertmanager, a webhook.
+
+The shipped rules (alerts/meta-outage.rules.yml) and the shipped Alertmanager config (only
+its receivers pointed at a local webhook) run unchanged; Prometheus scrapes and evaluates
+every second, at the lab's fast probe intervals.
+
+- 4 Oct 2021 replayed: exactly one critical notification group, and its resolution.
+- 5 % loss, and this vantage's uplink down: no page.
+- Three regions, each with its own Prometheus remote-writing into a global one that
+  evaluates the rules: one region's uplink down pages nothing; Meta down as seen from 2 of
+  3 regions pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.alertmanager import SHIPPED, Alertmanager, derive_test_config, receiver_names
+from tests.support.webhook import Notification, WebhookReceiver
+
+from .promstack import Prometheus, missing_binaries
+from .topology import META_DNS_PREFIXES, Lab
+
+pytestmark = pytest.mark.root
+
+LAB_VANTAGES = 3
+QUIET_SECONDS = 40  # how long "no page" is watched
+
+
+@pytest.fixture(autouse=True)
+def healed(lab: Lab) -> None:
+    if (why := missing_binaries()) is not None:
+        pytest.skip(why)
+    lab.heal()
+
+
+@dataclass
+class Stack:
+    hook: WebhookReceiver
+    alertmanager: Alertmanager
+    evaluator: Prometheus  # the one that evaluates rules and alerts
+    servers: list[Prometheus]
+
+    def pages(self) -> list[Notification]:
+        return self.hook.received(receiver="pager")
+
+    def page_groups(self, status: str = "firing") -> set[tuple[tuple[str, str], ...]]:
+        return {tuple(sorted(n.group_labels.items())) for n in self.pages() if n.status == status}
+
+
+@contextlib.asynccontextmanager
+async def alerting_stack(lab: Lab, workdir: Path, *, regions: int) -> AsyncIterator[Stack]:
+    """regions=1: one Prometheus scraping vantage 0 and evaluating the rules.
+    regions=N: one Prometheus per vantage, remote-writing into a global evaluator."""
+    async with WebhookReceiver() as hook, aiohttp.ClientSession() as session:
+        text = SHIPPED.read_text()
+        config = workdir / "alertmanager.yml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            derive_test_config(text, {r: hook.url(f"/{r}") for r in receiver_names(text)})
+        )
+        manager = Alertmanager(config, workdir / "am")
+        (workdir / "am").mkdir()
+        await manager.start(session)
+        address = manager.url.removeprefix("http://")
+        servers: list[Prometheus] = []
+        try:
+            if regions == 1:
+                target = lab.vantages[0].exporter_url.removeprefix("http://")
+                evaluator = Prometheus(
+                    "prometheus",
+                    workdir / "prom",
+                    targets=[target],
+                    rules=True,
+                    alertmanager=address,
+                )
+                servers.append(evaluator)
+            else:
+                evaluator = Prometheus(
+                    "global",
+                    workdir / "global",
+                    rules=True,
+                    alertmanager=address,
+                    receive_remote_write=True,
+                )
+                servers.append(evaluator)
+                for vantage in lab.vantages[:regions]:
+                    servers.append(
+                        Prometheus(
+                            f"region-{vantage.index}",
+                            workdir / f"region{vantage.index}",
+                            targets=[vantage.exporter_url.removeprefix("http://")],
+                            external_labels={"region": f"r{vantage.index}"},
+                            remote_write_to=evaluator.url,
+                        )
+                    )
+            for server in servers:
+                await asyncio.to_thread(server.start)
+            await wait_async(
+                lambda: len(evaluator.query('up{job="meta-outage-exporter"} == 1')) == regions,
+                30,
+                "every exporter scraped",
+            )
+            # Healthy first: every service up in every vantage, nothing firing.
+            await wait_async(
+                lambda: _all_up(evaluator, regions), 40, "all services up in Prometheus"
+            )
+            yield Stack(hook, manager, evaluator, servers)
+        finally:
+            for server in servers:
+                await asyncio.to_thread(server.stop)
+            await manager.stop()
+
+
+def _all_up(prometheus: Prometheus, regions: int) -> bool:
+    up = prometheus.query('meta_service_status{status="up"} == 1')
+    return len(up) == 9 * regions
+
+
+async def wait_async(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - start
+
+
+async def test_october_2021_pages_once_and_resolves(lab: Lab, tmp_path: Path) -> None:
+    async with alerting_stack(lab, tmp_path, regions=1) as stack:
+        injected = time.monotonic()
+        lab.withdraw(*META_DNS_PREFIXES)
+        await stack.hook.wait_for(1, timeout=60, receiver="pager")
+        page_after = stack.pages()[0].received_at - injected
+        # Let every service go down and every alert fire; pages must stay one group.
+        await wait_async(
+            lambda: len(stack.evaluator.query('meta_service_status{status="down"} == 1')) == 9,
+            30,
+            "every service down",
+        )
+        await asyncio.sleep(15)
+        groups = stack.page_groups()
+        assert groups == {()}, (
+            f"expected one page group (MetaWidespreadOutage): {groups}\n{stack.hook.describe()}"
+        )
+        assert {name for n in stack.pages() for name in n.alertnames} == {"MetaWidespreadOutage"}
+        lab.restore(*META_DNS_PREFIXES)
+        await stack.hook.wait_for(
+            1, timeout=90, receiver="pager", predicate=lambda n: n.status == "resolved"
+        )
+        assert stack.page_groups("resolved") == {()}
+        print(f"2021 replay: paged {page_after:.1f}s after the withdrawal")
+
+
+async def test_five_percent_loss_pages_nothing(lab: Lab, tmp_path: Path) -> None:
+    async with alerting_stack(lab, tmp_path, regions=1) as stack:
+        lab.loss(5)
+        await asyncio.sleep(QUIET_SECONDS)
+        assert stack.pages() == [], stack.hook.describe()
+
+
+async def test_vantage_offline_pages_nothing(lab: Lab, tmp_path: Path) -> None:
+    async with alerting_stack(lab, tmp_path, regions=1) as stack:
+        lab.uplink(False, vantage=0)
+        await asyncio.sleep(QUIET_SECONDS)
+        assert stack.pages() == [], stack.hook.describe()
+        firing = stack.evaluator.firing()
+        assert not firing & {"MetaServiceDown", "MetaWidespreadOutage"}, firing
+
+
+async def test_three_regions_one_uplink_down_pages_nothing(lab: Lab, tmp_path: Path) -> None:
+    async with alerting_stack(lab, tmp_path, regions=3) as stack:
+        lab.uplink(False, vantage=2)
+        await asyncio.sleep(QUIET_SECONDS)
+        assert stack.pages() == [], stack.hook.describe()
+        assert stack.evaluator.query("meta:vantages_healthy:count")[0]["value"][1] == "2"
+
+
+async def test_three_regions_meta_down_from_two_pages(lab: Lab, tmp_path: Path) -> None:
+    async with alerting_stack(lab, tmp_path, regions=3) as stack:
+        lab.cut_meta_for(0, 1)
+        await stack.hook.wait_for(1, timeout=60, receiver="pager")
+        await asyncio.sleep(10)
+        assert stack.page_groups() == {()}, stack.hook.describe()  # one widespread page
+        down = stack.evaluator.query("meta_service:vantages_down:count")
+        assert {d["value"][1] for d in down} == {"2"}

@@ -1,0 +1,139 @@
+"""The real Alertmanager for tests, and a test config derived from the shipped one.
+
+Used by tests/alerts (routing and inhibitions) and tests/lab (end to end with Prometheus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "alerts" / "alertmanager.yml"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def receiver_names(text: str) -> list[str]:
+    return [receiver["name"] for receiver in yaml.safe_load(text)["receivers"]]
+
+
+def top_level_blocks(text: str) -> dict[str, str]:
+    """The text of each top-level key of a YAML document, byte for byte.
+
+    Lines before the first key (the header comment) are under "". Joined in order, the
+    blocks give back the text exactly.
+    """
+    blocks: dict[str, str] = {"": ""}
+    key = ""
+    for line in text.splitlines(keepends=True):
+        match = re.match(r"([A-Za-z_][A-Za-z0-9_]*):", line)
+        if match:
+            key = match.group(1)
+            assert key not in blocks, f"duplicate top-level key {key}"
+            blocks[key] = ""
+        blocks[key] += line
+    assert "".join(blocks.values()) == text
+    return blocks
+
+
+def derive_test_config(text: str, urls: dict[str, str]) -> str:
+    """The shipped config with every receiver's integrations replaced by one webhook.
+
+    ``urls`` maps each receiver name to its webhook URL. Everything but the `receivers`
+    block is kept byte for byte.
+    """
+    blocks = top_level_blocks(text)
+    names = [receiver["name"] for receiver in yaml.safe_load(blocks["receivers"])["receivers"]]
+    assert sorted(names) == sorted(urls), (names, sorted(urls))
+    receivers = {
+        "receivers": [
+            {"name": name, "webhook_configs": [{"url": urls[name], "send_resolved": True}]}
+            for name in names
+        ]
+    }
+    blocks["receivers"] = yaml.safe_dump(receivers, sort_keys=False)
+    return "".join(blocks.values())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Alertmanager:
+    """The real Alertmanager on 127.0.0.1, clustering off, data in a temporary directory."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        """`config`: a file, e.g. derive_test_config(SHIPPED.read_text(), urls) written out."""
+        self.config = config
+        self.workdir = workdir
+        self.log_path = workdir / "alertmanager.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        assert ALERTMANAGER is not None
+        for _attempt in range(3):  # the free port may be taken before Alertmanager binds it
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            with self.log_path.open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    ALERTMANAGER,
+                    f"--config.file={self.config}",
+                    f"--storage.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--cluster.listen-address=",
+                    "--log.level=debug",
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            if await self._ready(session, timeout=15):
+                return
+            await self.stop()
+            if "address already in use" not in self.log():
+                break
+        raise AssertionError(f"Alertmanager did not become ready:\n{self.log()[-3000:]}")
+
+    async def _ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.returncode is None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"{self.url}/-/ready") as response:
+                    if response.status == 200:
+                        return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def post_alerts(self, session: aiohttp.ClientSession, alerts: list[dict]) -> None:
+        """Post ``alerts`` in one request, all starting now (as Prometheus would)."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        alerts = [{**a, "startsAt": now} for a in alerts]
+        async with session.post(f"{self.url}/api/v2/alerts", json=alerts) as response:
+            assert response.status == 200, await response.text()
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
