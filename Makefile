@@ -18,8 +18,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/meta-outage-exporter run $(ARGS)
 
-## Lint, then the whole test suite (lab tests need root and skip with a message without it).
+## Lint, then the whole test suite. As root it first installs the Debian packages the lab and
+## the alerting tests use; without root those tests skip with a message.
 test: $(STAMP)
+	./scripts/install-system-deps.sh
 	$(BIN)/ruff check exporter tests
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Debian packages the full test suite uses: the lab (iproute2, nftables), the end-to-end
+# alerting tests (prometheus, prometheus-alertmanager) and the time-to-page reference
+# (prometheus-blackbox-exporter). Installs only what is missing; needs root and apt-get.
+# Without root it says what is missing and exits 0: those tests then skip with a message.
+set -euo pipefail
+
+declare -A wanted=(
+  [make]=make [ip]=iproute2 [nft]=nftables [unshare]=util-linux
+  [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
+  [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+)
+missing=()
+for command in "${!wanted[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+[ ${#missing[@]} -eq 0 ] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "note: not installing ${missing[*]} (needs root and apt-get); the tests that need them will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
