@@ -6,6 +6,7 @@ Without root the lab tests skip with the reason; CI runs as root and runs them.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,11 @@ from . import netns
 from .topology import Lab
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout or cancel) unwinds like Ctrl-C, so lab teardown still runs."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")

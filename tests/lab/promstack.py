@@ -157,10 +157,30 @@ class Prometheus:
             argv.append("--web.enable-remote-write-receiver")
         self.process = Process(name, argv, workdir)
 
-    def start(self) -> Prometheus:
-        self.process.start()
-        self.process.wait_ready(f"{self.url}/-/ready")
+    def start(self, attempts: int = 3) -> Prometheus:
+        """Start; a port taken between choosing and binding it gets a new one."""
+        for attempt in range(attempts):
+            self.process.start()
+            try:
+                self.process.wait_ready(f"{self.url}/-/ready")
+                return self
+            except RuntimeError:
+                self.process.stop()
+                if (
+                    "address already in use" not in self.process.log_tail()
+                    or attempt == attempts - 1
+                ):
+                    raise
+                self._use_port(free_port())
         return self
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process.argv = [
+            a for a in self.process.argv if not a.startswith("--web.listen-address")
+        ]
+        self.process.argv.append(f"--web.listen-address=127.0.0.1:{port}")
 
     def stop(self) -> None:
         self.process.stop()

@@ -225,7 +225,7 @@ class LabSettings:
     interval: float = 2.0
     jitter: float = 0.05
     recheck_interval: float = 0.5
-    timeout: float = 0.7
+    timeout: float = 1.5  # above the 1 s SYN retransmit: one lost packet is not a failed probe
     latency_threshold: float = 0.25
     dns_attempt: float = 0.25
 
@@ -352,7 +352,7 @@ class Lab:
     run_dir: Path = field(init=False)
     vantages: list[Vantage] = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    mgmt_net: int = field(default_factory=lambda: random.randrange(256))
+    mgmt_net: int = field(default_factory=lambda: _free_mgmt_net())
     # Active packet faults on the router: key -> nft rule.
     _filters: dict[str, str] = field(default_factory=dict)
 
@@ -379,8 +379,14 @@ class Lab:
 
     def up(self, *, start_exporter: bool = True) -> Lab:
         """Build everything; on any failure, tear down what was built and re-raise."""
+        while True:  # never adopt (and later tear down) another lab's run dir
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                self.run_id = f"{random.randrange(16**4):04x}"
+                self.__post_init__()
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=False)
             self._save_state()
             self._build_network()
             self._start_nodes()
@@ -634,6 +640,14 @@ class Lab:
         url = f"{self.vantages[vantage].exporter_url}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.read().decode()
+
+
+def _free_mgmt_net() -> int:
+    """A 10.203.N.0/24 the host does not use yet (another lab may be running)."""
+    used = netns.sh("ip", "-4", "-o", "addr", "show", "to", "10.203.0.0/16", check=False).stdout
+    taken = {int(part.split(".")[2]) for part in used.split() if part.startswith("10.203.")}
+    free = [n for n in range(256) if n not in taken]
+    return random.choice(free)
 
 
 def _readline_with_timeout(process: subprocess.Popen[bytes], timeout: float) -> str:

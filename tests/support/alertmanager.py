@@ -12,14 +12,19 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "alerts" / "alertmanager.yml"
+if TYPE_CHECKING:
+    from .webhook import WebhookReceiver
+
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
@@ -137,3 +142,26 @@ class Alertmanager:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.asynccontextmanager
+async def shipped_alertmanager(
+    workdir: Path,
+) -> AsyncIterator[tuple[Alertmanager, WebhookReceiver]]:
+    """The real Alertmanager on the shipped config, every receiver pointed at one local
+    webhook (path = receiver name), running until the block ends."""
+    from .webhook import WebhookReceiver
+
+    async with WebhookReceiver() as hook, aiohttp.ClientSession() as session:
+        text = SHIPPED.read_text()
+        (workdir / "am").mkdir(parents=True)
+        config = workdir / "alertmanager.yml"
+        config.write_text(
+            derive_test_config(text, {r: hook.url(f"/{r}") for r in receiver_names(text)})
+        )
+        manager = Alertmanager(config, workdir / "am")
+        await manager.start(session)
+        try:
+            yield manager, hook
+        finally:
+            await manager.stop()
