@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import platform
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ SHIPPED_DEFAULTS = LabSettings(
     latency_threshold=3.0,
     dns_attempt=1.0,
 )
-HEALTHY_WATCH = 60.0
+HEALTHY_WATCH = 45.0
 BLACKBOX_RULES = """groups:
   - name: reference
     rules:
@@ -87,6 +88,7 @@ def blackbox_config(ca_file: Path) -> str:
 def start_blackbox(lab: Lab, workdir: Path) -> tuple[Process, str]:
     """blackbox_exporter in the vantage, resolving through the lab's resolver like ours."""
     vantage = lab.vantages[0]
+    workdir.mkdir(parents=True, exist_ok=True)
     resolv = Path("/etc/netns") / vantage.ns / "resolv.conf"  # `ip netns exec` bind-mounts it
     resolv.parent.mkdir(parents=True, exist_ok=True)
     resolv.write_text(f"nameserver {RESOLVER}\n")
@@ -107,8 +109,20 @@ def start_blackbox(lab: Lab, workdir: Path) -> tuple[Process, str]:
         workdir,
     )
     process.start()
-    process.wait_ready(f"http://{listen}/-/healthy")
+    try:
+        process.wait_ready(f"http://{listen}/-/healthy")
+    except BaseException:
+        process.stop()
+        remove_netns_resolv(lab)
+        raise
     return process, listen
+
+
+def remove_netns_resolv(lab: Lab) -> None:
+    folder = Path("/etc/netns") / lab.vantages[0].ns
+    (folder / "resolv.conf").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 async def one_run(lab: Lab, mode: Mode, workdir: Path, blackbox: str | None) -> None:
@@ -170,7 +184,7 @@ async def one_run(lab: Lab, mode: Mode, workdir: Path, blackbox: str | None) -> 
             await asyncio.to_thread(prometheus.stop)
 
 
-async def measure(modes: list[Mode], runs: int, workdir: Path) -> None:
+async def measure(modes: list[Mode], runs: int, workdir: Path, progress: Path) -> None:
     for settings in {m.settings for m in modes}:
         lab = Lab(settings=settings).up()
         blackbox_process = None
@@ -181,13 +195,12 @@ async def measure(modes: list[Mode], runs: int, workdir: Path) -> None:
                     blackbox_process, address = start_blackbox(lab, workdir / "blackbox")
                 for run in range(runs):
                     await one_run(lab, mode, workdir / f"{mode.name}-{run}", address)
+                    progress.write_text(json.dumps({m.name: m.pages_after for m in modes}))
                     await asyncio.sleep(settings.interval * 2)  # back to healthy
         finally:
             if blackbox_process is not None:
                 blackbox_process.stop()
-                (Path("/etc/netns") / lab.vantages[0].ns / "resolv.conf").unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    (Path("/etc/netns") / lab.vantages[0].ns).rmdir()
+                remove_netns_resolv(lab)
             lab.down()
 
 
@@ -244,8 +257,9 @@ def main() -> int:
             blackbox=True,
         ),
     ]
-    workdir = Path(subprocess.check_output(["mktemp", "-d", "/tmp/ttp-XXXX"], text=True).strip())
-    asyncio.run(measure(modes, args.runs, workdir))
+    progress = args.out.with_suffix(".json")  # every run's figure, saved as it comes
+    with tempfile.TemporaryDirectory(prefix="time-to-page-") as workdir:
+        asyncio.run(measure(modes, args.runs, Path(workdir), progress))
     text = report(modes, args.runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
