@@ -182,12 +182,12 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _merge(base: Any, overlay: Any) -> Any:
+def merge(base: Any, overlay: Any) -> Any:
     """Overlay wins; mappings merge key by key; anything else is replaced whole."""
     if isinstance(base, dict) and isinstance(overlay, dict):
         merged = dict(base)
         for key, value in overlay.items():
-            merged[key] = _merge(base[key], value) if key in base else value
+            merged[key] = merge(base[key], value) if key in base else value
         return merged
     return overlay
 
@@ -433,7 +433,7 @@ def parse(text: str, file: str, *, catalog: str | None = None) -> Config:
         raise ConfigError([ConfigProblem(exc.position, (), exc.message)]) from None
     merged: dict[str, Any] = {}
     for document in documents:
-        merged = _merge(merged, document.data)
+        merged = merge(merged, document.data)
     try:
         return _Compiler(merged).compile(file)
     except _Unlocated as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from exporter.egress import LOOPBACK, EgressPolicy
 from exporter.model import Layer, ProbeResult, Reason
@@ -145,3 +146,28 @@ def closed_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_S
     with socket.socket(family, kind) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+class LoopbackResolver(AbstractResolver):
+    """aiohttp resolver for tests: every name resolves to `port` on 127.0.0.1, so SNI and Host
+    stay the URL's while the connection never leaves loopback."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=self.port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,14 +20,10 @@ from typing import Any
 
 import yaml
 
+from tests.conftest import closed_port
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "meta-outage.rules.yml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def missing_binaries() -> str | None:
@@ -112,7 +107,7 @@ class Prometheus:
         remote_write_to: str | None = None,
         receive_remote_write: bool = False,
     ) -> None:
-        self.port = free_port()
+        self.port = closed_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config: dict[str, Any] = {
             "global": {
@@ -171,7 +166,7 @@ class Prometheus:
                     or attempt == attempts - 1
                 ):
                     raise
-                self._use_port(free_port())
+                self._use_port(closed_port())
         return self
 
     def _use_port(self, port: int) -> None:

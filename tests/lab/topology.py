@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from exporter.config import merge
+
 from . import netns
 
 log = logging.getLogger(__name__)
@@ -489,7 +491,7 @@ class Lab:
         """One exporter per vantage, each its own process started through the CLI."""
         config = exporter_config(self.ca_file, self.settings)
         if extra_config:
-            config = _merge(config, extra_config)
+            config = merge(config, extra_config)
         path = self.run_dir / "exporter.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         for vantage in self.vantages:
@@ -659,12 +661,6 @@ def _readline_with_timeout(process: subprocess.Popen[bytes], timeout: float) -> 
     if not selector.select(timeout):
         return f"<no ready line within {timeout}s>"
     return process.stdout.readline().decode()
-
-
-def _merge(base: Any, overlay: Any) -> Any:
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in overlay.items()}}
-    return overlay
 
 
 def teardown_run(run_dir: Path) -> None:

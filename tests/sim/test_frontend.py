@@ -7,7 +7,6 @@ for https://graph.facebook.com/me connects to loopback with SNI and Host graph.f
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from exporter.sim import frontend
 from exporter.sim.certs import CertSpec, LabCA
@@ -30,36 +28,13 @@ from exporter.sim.frontend import (
     host_of,
     serve_frontend,
 )
+from tests.conftest import LoopbackResolver
 
 LOOPBACK = "127.0.0.1"
 NOT_META = "not-meta.test"
 CONTROL = "https://sim-control.test/_sim"  # any host name reaches the control API
 CERT_NAMES = [*DEFAULT_HOSTS, NOT_META, "sim-control.test", LOOPBACK]
 ME_MESSAGE = "An active access token must be used to query information about the current user."
-
-
-class LoopbackResolver(AbstractResolver):
-    """Every name resolves to the test server on loopback: tests never leave 127.0.0.1."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=LOOPBACK,
-                port=self.port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from exporter.sim.certs import LabCA
 from exporter.sim.node import NodeError, NodeSpec, SimNode, SpecError
+from tests.conftest import LoopbackResolver
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_2 = "127.0.0.2"
@@ -142,29 +142,6 @@ async def ask_dns(
 ) -> dns.message.Message:
     query = dns.message.make_query(name, rdtype)
     return await dns.asyncquery.udp(query, LOOPBACK, port=port, timeout=timeout)
-
-
-class LoopbackResolver(AbstractResolver):
-    """Every name resolves to the node's HTTPS port on loopback; SNI and Host stay the URL's."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        result = ResolveResult(
-            hostname=host,
-            host=LOOPBACK,
-            port=self.port,
-            family=socket.AF_INET,
-            proto=0,
-            flags=socket.AI_NUMERICHOST,
-        )
-        return [result]
-
-    async def close(self) -> None:
-        pass
 
 
 async def https_get(port: int, ca_file: str, url: str) -> tuple[int, str]:

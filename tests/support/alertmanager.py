@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import yaml
+
+from tests.conftest import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "alerts" / "alertmanager.yml"
@@ -70,12 +71,6 @@ def derive_test_config(text: str, urls: dict[str, str]) -> str:
     return "".join(blocks.values())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Alertmanager:
     """The real Alertmanager on 127.0.0.1, clustering off, data in a temporary directory."""
 
@@ -90,7 +85,7 @@ class Alertmanager:
     async def start(self, session: aiohttp.ClientSession) -> None:
         assert ALERTMANAGER is not None
         for _attempt in range(3):  # the free port may be taken before Alertmanager binds it
-            port = free_port()
+            port = closed_port()
             self.url = f"http://127.0.0.1:{port}"
             with self.log_path.open("ab") as log:
                 self.process = await asyncio.create_subprocess_exec(
