@@ -22,13 +22,13 @@ run: $(STAMP)
 ## the alerting tests use; without root those tests skip with a message.
 test: $(STAMP)
 	./scripts/install-system-deps.sh
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
