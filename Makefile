@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean demo
+.PHONY: run test lint venv clean demo manifests dashboards
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,13 @@ clean:
 ## The exporter against a simulated Meta on loopback, replaying real outages (no root, no internet).
 demo: $(STAMP)
 	$(BIN)/meta-outage-exporter demo $(ARGS)
+
+## Regenerate the Grafana dashboards (dashboards/*.json) from dashboards/*.py
+## (tests/dashboards/test_generate.py fails while they are stale).
+dashboards: $(STAMP)
+	$(BIN)/python -m dashboards.generate
+
+## Regenerate deploy/kubernetes/rules/prometheusrule.yaml from alerts/meta-outage.rules.yml
+## (tests/deploy/test_kubernetes.py fails while it is stale).
+manifests: $(STAMP)
+	$(BIN)/python deploy/kubernetes/generate_prometheusrule.py

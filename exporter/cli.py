@@ -11,23 +11,30 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
+import shutil
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from aiohttp import web
 
-from . import __version__, config, logsetup
-from .model import Status
+from . import __version__, checkview, config, logsetup, webconfig
+from .checkview import EXIT_OK, EXIT_VANTAGE_OR_CONFIG
 from .runtime import Runtime
 from .spec import Config
+from .webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
 DEFAULT_PORT = 10094
 COMMANDS = ("run", "check", "validate", "demo")
-EXIT_OK, EXIT_META_DOWN, EXIT_VANTAGE_OR_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+SHUTDOWN_DEADLINE = 10.0  # seconds from SIGTERM to exit, whatever is still running
+HTTP_SHUTDOWN_GRACE = 3.0  # seconds open requests (a /probe, a slow scrape) get to finish
 
 
 def parse_listen_address(text: str) -> tuple[str | None, int]:
@@ -94,11 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"address to serve on; port 0 picks a free one (default :{DEFAULT_PORT})",
     )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for every endpoint (exporter-toolkit's web config format)",
+    )
     check = commands.add_parser(
         "check", parents=[common], help="probe everything once and print a table"
     )
     check.add_argument(
         "--json", action="store_true", help="print the /api/v1/status document instead"
+    )
+    check.add_argument(
+        "--watch",
+        nargs="?",
+        const=15.0,
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="probe again every SECONDS (default 15) and redraw in place until Ctrl-C",
+    )
+    check.add_argument(
+        "--count",
+        type=_positive_int,
+        metavar="N",
+        help="with --watch: stop after N rounds (exit code of the last one)",
     )
     commands.add_parser("validate", parents=[common], help="validate the config and exit")
     demo = commands.add_parser(
@@ -145,16 +172,23 @@ async def serve(
     initial: Config,
     loader: Callable[[], Config],
     background: Awaitable[None] | None = None,
+    web_config: WebConfig | None = None,
 ) -> int:
-    """Probe and serve until SIGTERM/SIGINT; SIGHUP reloads through `loader`."""
+    """Probe and serve until SIGTERM/SIGINT; SIGHUP reloads through `loader`.
+
+    Shutdown: scheduling stops, probes in flight are cancelled, open requests get
+    HTTP_SHUTDOWN_GRACE seconds; all of it within SHUTDOWN_DEADLINE, then exit 0.
+    """
     from .web import init_app  # imported here: `check` and `validate` need no web server
 
     runtime = Runtime(initial)
-    app = init_app(runtime, loader)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    app = init_app(runtime, loader, auth_users=web_config.users if web_config else None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_GRACE
+    )
     await runner.setup()
     host, port = listen
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=web_config and web_config.ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -165,7 +199,8 @@ async def serve(
         return EXIT_VANTAGE_OR_CONFIG
     for address in runner.addresses:
         shown = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
-        log.info("listening on http://%s:%s/ (bound address)", shown, address[1])
+        scheme = web_config.scheme if web_config else "http"
+        log.info("listening on %s://%s:%s/ (bound address)", scheme, shown, address[1])
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     tasks: set[asyncio.Task[object]] = set()
@@ -181,71 +216,76 @@ async def serve(
     if background is not None:
         spawn(background)
     await stop.wait()
-    log.info("shutting down")
-    for task in list(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await runner.cleanup()
+    log.info("shutting down: no new probes, cancelling those in flight")
+    try:
+        async with asyncio.timeout(SHUTDOWN_DEADLINE):
+            for task in list(tasks):  # a reload in progress must not restart the scheduler
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runtime.stop()  # before the web server, so no probe starts while it winds down
+            await runner.cleanup()
+    except TimeoutError:
+        log.error("shutdown took longer than %gs; exiting anyway", SHUTDOWN_DEADLINE)
+    log.info("stopped")
     return EXIT_OK
 
 
 # -- check -----------------------------------------------------------------------------
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
-def check_report(runtime: Runtime) -> tuple[str, int]:
-    """The table and the exit code for `check`; pure over the runtime's state."""
-    snap = runtime.snapshot()
-    rows = [["SERVICE", "STATUS", "LAYER", "LATENCY", "REASON"]]
-    exit_code = EXIT_OK
-    unjudged = 0
-    for service in snap.config.meta_services:
-        state = snap.services[service.name]
-        results = [snap.records[c.key].last for c in service.checks if snap.records[c.key].last]
-        latency = max((r.duration for r in results if r.success), default=None)
-        failing = sorted({r.reason.value for r in results if not r.success})
-        rows.append(
-            [
-                service.display_name,
-                state.status.value,
-                state.layer.value if state.layer.value != "none" else "-",
-                f"{latency * 1000:.0f} ms" if latency is not None else "-",
-                ", ".join(failing) or "-",
-            ]
-        )
-        if state.status is not Status.UP:
-            exit_code = EXIT_META_DOWN
-            unjudged += state.status is Status.UNKNOWN
-    if not snap.vantage.up:
-        exit_code = EXIT_VANTAGE_OR_CONFIG
-        verdict = f"IT IS US: {snap.vantage.detail}."
-    elif unjudged:
-        verdict = f"Could not judge {unjudged} service(s): {snap.vantage.detail}."
-    elif exit_code == EXIT_META_DOWN:
-        verdict = "Meta has a problem; this vantage's network is fine."
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _print_round(runtime: Runtime, args: argparse.Namespace, round_: int) -> int:
+    """Print one round of `check` (table, JSON, or a --watch frame); returns its exit code."""
+    from .web import status_document
+
+    document = status_document(runtime.snapshot())
+    now = time.time()
+    tty = sys.stdout.isatty()
+    if args.json:
+        # --watch --json: one compact document per line (JSON lines), for pipes.
+        print(json.dumps(document, indent=None if args.watch else 2))
     else:
-        verdict = "All Meta services are up."
-    return _table(rows) + "\n\n" + verdict + "\n", exit_code
+        width = shutil.get_terminal_size().columns if tty else None
+        colour = checkview.wants_colour(sys.stdout, os.environ)
+        table = checkview.render_table(document, now=now, colour=colour, width=width)
+        if args.watch is None:
+            print(table, end="")
+        else:
+            frame = checkview.watch_frame(table, now=now, every=args.watch, round_=round_, tty=tty)
+            print(frame, end="")
+    sys.stdout.flush()
+    return checkview.exit_code(document)
 
 
 async def check_once(args: argparse.Namespace, loaded: Config) -> int:
+    """One round, or with --watch a round every SECONDS (on one runtime, so `since` and
+    failure streaks carry over) until --count rounds or Ctrl-C."""
     runtime = Runtime(loaded)
-    await runtime.check_once()
-    report, code = check_report(runtime)
-    if args.json:
-        from .web import status_document
-
-        print(json.dumps(status_document(runtime.snapshot()), indent=2))
-    else:
-        print(report, end="")
-    return code
+    loop = asyncio.get_running_loop()
+    round_ = 0
+    while True:
+        started = loop.time()
+        round_ += 1
+        await runtime.check_once()
+        code = _print_round(runtime, args, round_)
+        if args.watch is None or (args.count is not None and round_ >= args.count):
+            return code
+        await asyncio.sleep(max(0.0, args.watch - (loop.time() - started)))
 
 
 # -- entry point -----------------------------------------------------------------------
@@ -269,12 +309,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_OK
     if args.command == "check":
-        return asyncio.run(check_once(args, loaded))
+        if args.count is not None and args.watch is None:
+            print("--count needs --watch", file=sys.stderr)
+            return EXIT_VANTAGE_OR_CONFIG
+        try:
+            return asyncio.run(check_once(args, loaded))
+        except KeyboardInterrupt:  # Ctrl-C ends --watch
+            print()
+            return EXIT_INTERRUPTED
     if args.command == "demo":
         from . import demo
 
         return asyncio.run(demo.run(partial(serve, args.listen), args.step))
-    return asyncio.run(serve(args.listen, loaded, partial(load_config, args)))
+    try:
+        web_config = webconfig.load(args.web_config_file) if args.web_config_file else None
+    except config.ConfigError as exc:
+        print(f"invalid web configuration:\n{exc}", file=sys.stderr)
+        return EXIT_VANTAGE_OR_CONFIG
+    return asyncio.run(
+        serve(args.listen, loaded, partial(load_config, args), web_config=web_config)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,12 @@ Shape (see README "Configuration reference"):
     egress:   {allow_networks: [cidr...], deny_networks: [cidr...]}
     tls:      {ca_file}
     hosts:    {hostname: [ip...]}
-    services: {name: {display_name, description, enabled, latency_threshold, checks: {name: check}}}
+    services: {name: {display_name, description, enabled, latency_threshold,
+                      status_orgs: [org...], dns_prefixes: [cidr...], checks: {name: check}}}
     control:  {checks: {name: check}}     # non-Meta targets: "is it us?"
+    feeds:    {official_status: {enabled, url, interval, timeout},
+               bgp: {enabled, url, prefixes, min_peers, withdrawn_ratio, connect_timeout,
+                     reconnect_max, baseline: {enabled, url, interval}}}
 
 A user file is merged over the catalogue key by key, so `services.facebook.checks.web.timeout: 10s`
 changes one value and `enabled: false` removes a check or a service.
@@ -37,7 +41,16 @@ from .probes import REGISTRY
 from .probes.net import ca_file_problem
 from .resolver import parse_endpoint
 from .schema import Builder, Duration, Problem, format_path
-from .spec import CONTROL_SERVICE, CheckSpec, Config, Endpoint, ServiceSpec, Settings
+from .spec import (
+    CONTROL_SERVICE,
+    BgpFeed,
+    CheckSpec,
+    Config,
+    Endpoint,
+    OfficialStatusFeed,
+    ServiceSpec,
+    Settings,
+)
 from .yamlsource import Document, Path, Position
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -112,6 +125,84 @@ class TlsSection:
         return ca_file_problem(self.ca_file)
 
 
+def _url_problem(url: str, schemes: tuple[str, ...]) -> list[tuple[str, str]]:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in schemes or not url.split("://", 1)[1].split("/", 1)[0]:
+        return [("url", f"{url!r} must be an absolute {' or '.join(schemes)} URL")]
+    return []
+
+
+def _network_problems(key: str, texts: tuple[str, ...]) -> list[tuple[str, str]]:
+    problems = []
+    for index, text in enumerate(texts):
+        try:
+            ipaddress.ip_network(text)
+        except ValueError as exc:
+            problems.append((f"{key}[{index}]", f"{text!r} is not a prefix: {exc}"))
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialStatusSection:
+    enabled: bool = False
+    url: str = "https://metastatus.com/data/orgs.json"
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _url_problem(self.url, ("http", "https"))
+        problems += [
+            (n, "must be greater than 0") for n in ("interval", "timeout") if getattr(self, n) <= 0
+        ]
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineSection:
+    enabled: bool = False
+    url: str = "https://stat.ripe.net/data/routing-status/data.json"
+    interval: Duration = 3600.0
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _url_problem(self.url, ("http", "https"))
+        if self.interval < 60:
+            problems.append(("interval", "must be 60s or more (RIPEstat is a slow baseline)"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class BgpSection:
+    enabled: bool = False
+    url: str = "wss://ris-live.ripe.net/v1/ws/?client=meta-outage-exporter"
+    # Watched for visibility only, besides the services' dns_prefixes.
+    prefixes: tuple[str, ...] = ()
+    min_peers: int = 10
+    withdrawn_ratio: float = 0.5
+    connect_timeout: Duration = 10.0
+    reconnect_max: Duration = 60.0
+    baseline: BaselineSection = field(default_factory=BaselineSection)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _url_problem(self.url, ("ws", "wss"))
+        problems += _network_problems("prefixes", self.prefixes)
+        if self.min_peers < 1:
+            problems.append(("min_peers", "must be 1 or more"))
+        if not 0 < self.withdrawn_ratio < 1:
+            problems.append(("withdrawn_ratio", "must be a fraction, 0 < withdrawn_ratio < 1"))
+        problems += [
+            (n, "must be greater than 0")
+            for n in ("connect_timeout", "reconnect_max")
+            if getattr(self, n) <= 0
+        ]
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class FeedsSection:
+    official_status: OfficialStatusSection = field(default_factory=OfficialStatusSection)
+    bgp: BgpSection = field(default_factory=BgpSection)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckCommon:
     """Keys every check has, whatever its kind."""
@@ -149,6 +240,11 @@ class ServiceSection:
     description: str = ""
     enabled: bool = True
     latency_threshold: Duration | None = None
+    status_orgs: tuple[str, ...] = ()
+    dns_prefixes: tuple[str, ...] = ()
+
+    def check(self) -> list[tuple[str, str]]:
+        return _network_problems("dns_prefixes", self.dns_prefixes)
 
 
 _COMMON_KEYS = frozenset(f.name for f in dataclasses.fields(CheckCommon))
@@ -157,6 +253,7 @@ _TOP_SECTIONS: dict[str, type] = {
     "dns": DnsSection,
     "egress": EgressSection,
     "tls": TlsSection,
+    "feeds": FeedsSection,
 }
 _TOP_KEYS = (*_TOP_SECTIONS, "builtin_catalog", "hosts", "services", "control")
 
@@ -245,14 +342,15 @@ class _Compiler:
                 (*path, "kind"), "missing required key 'kind'", "one of " + ", ".join(REGISTRY)
             )
             return []
-        if kind not in REGISTRY:
+        if not isinstance(kind, str) or kind not in REGISTRY:
             close = difflib.get_close_matches(str(kind), list(REGISTRY), n=1)
             hint = (
                 (f"did you mean {close[0]!r}? " if close else "")
                 + "known kinds: "
                 + ", ".join(REGISTRY)
             )
-            self.builder.fail((*path, "kind"), f"unknown prober kind {kind!r}", hint)
+            shown = repr(kind) if isinstance(kind, str) else "a " + type(kind).__name__
+            self.builder.fail((*path, "kind"), f"unknown prober kind {shown}", hint)
             return []
         params_cls = REGISTRY[kind].params
         param_keys = {f.name for f in dataclasses.fields(params_cls)}
@@ -337,6 +435,8 @@ class _Compiler:
             checks=tuple(checks),
             is_control=is_control,
             description=section.description,
+            status_orgs=section.status_orgs,
+            dns_prefixes=tuple(str(ipaddress.ip_network(p)) for p in section.dns_prefixes),
         )
 
     def compile(self, source: str) -> Config:
@@ -375,6 +475,7 @@ class _Compiler:
             )
             if control is not None:
                 services.append(control)
+        feeds: FeedsSection = self.section("feeds")
         if self.builder.problems:
             raise _Unlocated(self.builder.problems)
         return Config(
@@ -386,7 +487,32 @@ class _Compiler:
             ca_file=tls.ca_file,
             services=tuple(services),
             source=source,
+            official_status=_official_feed(feeds.official_status),
+            bgp=_bgp_feed(feeds.bgp, services),
         )
+
+
+def _official_feed(section: OfficialStatusSection) -> OfficialStatusFeed | None:
+    if not section.enabled:
+        return None
+    return OfficialStatusFeed(section.url, section.interval, section.timeout)
+
+
+def _bgp_feed(section: BgpSection, services: list[ServiceSpec]) -> BgpFeed | None:
+    if not section.enabled:
+        return None
+    watched = [p for s in services for p in s.dns_prefixes]
+    watched += [str(ipaddress.ip_network(p)) for p in section.prefixes]
+    return BgpFeed(
+        url=section.url,
+        prefixes=tuple(dict.fromkeys(watched)),
+        min_peers=section.min_peers,
+        withdrawn_ratio=section.withdrawn_ratio,
+        connect_timeout=section.connect_timeout,
+        reconnect_max=section.reconnect_max,
+        baseline_url=section.baseline.url if section.baseline.enabled else None,
+        baseline_interval=section.baseline.interval,
+    )
 
 
 class _Unlocated(Exception):

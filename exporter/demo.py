@@ -1,9 +1,10 @@
 """`meta-outage-exporter demo`: the real exporter against a simulated Meta on loopback.
 
-No root, no internet: a DNS server and an HTTPS front end (lab CA) on 127.0.0.1 stand in for
-Meta, the built-in catalogue is re-pointed at them (the egress policy allows loopback only),
-and a script replays real outages one after another, so a newcomer — or someone judging the
-dashboards — sees every status and layer within a minute.
+No root, no internet: a DNS server, an HTTPS front end (lab CA), a status page and a RIS Live
+stream on 127.0.0.1 stand in for Meta and the outside feeds. The built-in catalogue is
+re-pointed at them (the egress policy allows loopback only), and a script replays real
+outages one after another, so a newcomer — or someone judging the dashboards — sees every
+status and layer within a minute.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from yarl import URL
 from . import config
 from .sim.certs import CertSpec, LabCA, SniCertificates
 from .sim.dnsserver import DnsServer, Zone
+from .sim.feeds import FeedServer, peers
 from .sim.frontend import Fault, FrontendServer, FrontendState, HostSpec
 from .spec import Config
 
@@ -96,6 +98,21 @@ def demo_overlay(
     }
 
 
+def demo_feeds(feeds: FeedServer) -> dict[str, Any]:
+    """The outside feeds, pointed at the loopback fakes, at demo speed."""
+    urls = feeds.urls()
+    return {
+        "official_status": {"url": urls["official_status"], "interval": "2s"},
+        "bgp": {
+            "url": urls["bgp"],
+            "prefixes": [],
+            "min_peers": 3,
+            "connect_timeout": "2s",
+            "reconnect_max": "5s",
+        },
+    }
+
+
 @dataclass
 class FakeMeta:
     dns: DnsServer
@@ -103,20 +120,32 @@ class FakeMeta:
     certificates: SniCertificates
     meta_zones: list[str]
     meta_hosts: list[str]
+    feeds: FeedServer
+    dns_prefixes: tuple[str, ...]
 
-    def heal(self) -> None:
+    async def heal(self) -> None:
         self.dns.clear_faults()
         self.frontend.state.clear_faults()
         for host in self.meta_hosts:
             self.certificates.set(host, CertSpec.valid())
+        self.feeds.status.reset()
+        await self.feeds.ris.update(DEMO_PEERS, announce=self.dns_prefixes)
 
 
-Step = Callable[[FakeMeta], None]
+Step = Callable[[FakeMeta], Awaitable[None] | None]
+DEMO_PEERS = peers(10)
 
 
-def _dns_outage(meta: FakeMeta) -> None:
+async def _dns_outage(meta: FakeMeta) -> None:
+    """Most BGP peers withdraw Meta's DNS prefixes, and DNS answers SERVFAIL."""
+    await meta.feeds.ris.update(DEMO_PEERS[:8], withdraw=meta.dns_prefixes)
     for zone in meta.meta_zones:
         meta.dns.set_fault(zone, "servfail")
+
+
+def _login_outage_admitted(meta: FakeMeta) -> None:
+    _login_outage(meta)
+    meta.feeds.status.set_status("facebook-login", "facebook-login", "Major disruptions")
 
 
 def _login_outage(meta: FakeMeta) -> None:
@@ -152,10 +181,15 @@ def _uplink_down(meta: FakeMeta) -> None:
 
 SCRIPT: tuple[tuple[str, Step], ...] = (
     ("all healthy", lambda meta: None),
-    ("4 Oct 2021: Meta's DNS answers SERVFAIL everywhere (every product down at dns)", _dns_outage),
     (
-        "5 Mar 2024: logins and token checks fail, DNS/TCP/TLS fine (Facebook Login down at http)",
-        _login_outage,
+        "4 Oct 2021: BGP peers withdraw Meta's DNS prefixes, DNS answers SERVFAIL"
+        " (every product down at bgp)",
+        _dns_outage,
+    ),
+    (
+        "5 Mar 2024: logins and token checks fail, DNS/TCP/TLS fine (Facebook Login down at http;"
+        " Meta's status page admits it)",
+        _login_outage_admitted,
     ),
     ("11 Dec 2024: every front end answers 5xx (everything down at http)", _front_ends_5xx),
     ("WhatsApp alone: its zones answer SERVFAIL (WhatsApp down at dns)", _whatsapp_alone),
@@ -190,11 +224,20 @@ async def start_fake_meta(workdir: Path) -> tuple[FakeMeta, Path]:
         await dns.close()
         raise
     zones = sorted({apex_of(h) for h in meta_hosts} - {apex_of(h) for h in CONTROL_HOSTS})
-    return FakeMeta(dns, frontend, certificates, zones, meta_hosts), ca_file
+    try:
+        feeds = await FeedServer().start(LOOPBACK)
+    except BaseException:
+        await frontend.close()
+        await dns.close()
+        raise
+    prefixes = tuple(dict.fromkeys(p for s in catalogue.meta_services for p in s.dns_prefixes))
+    meta = FakeMeta(dns, frontend, certificates, zones, meta_hosts, feeds, prefixes)
+    return meta, ca_file
 
 
 def demo_config(meta: FakeMeta, ca_file: Path) -> Config:
     overlay = demo_overlay(config.load(None), meta.dns.port, meta.frontend.port, ca_file)
+    overlay["feeds"] = demo_feeds(meta.feeds)
     return config.parse(yaml.safe_dump(overlay), "<demo>")
 
 
@@ -202,8 +245,10 @@ async def replay(meta: FakeMeta, step_seconds: float) -> None:
     """Cycle through SCRIPT forever, `step_seconds` per outage, healing in between."""
     while True:
         for title, apply in SCRIPT:
-            meta.heal()
-            apply(meta)
+            await meta.heal()
+            applied = apply(meta)
+            if applied is not None:
+                await applied
             log.warning("demo: now replaying %s", title)
             await asyncio.sleep(step_seconds)
 
@@ -225,5 +270,6 @@ async def run(
             )
             return await serve(demo, lambda: demo, replay(meta, step_seconds))
         finally:
+            await meta.feeds.close()
             await meta.frontend.close()
             await meta.dns.close()

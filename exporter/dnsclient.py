@@ -7,17 +7,18 @@ failure reads the same in every check.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdatatype
 
@@ -33,6 +34,14 @@ RCODE_REASONS = {
     dns.rcode.SERVFAIL: Reason.DNS_SERVFAIL,
     dns.rcode.REFUSED: Reason.DNS_REFUSED,
 }
+
+
+def rcode_number(text: str) -> int | None:
+    """The numeric rcode for its text ("SERVFAIL" -> 2), as exported; None if unknown."""
+    try:
+        return int(dns.rcode.from_text(text))
+    except (dns.rcode.UnknownRcode, ValueError):
+        return None
 
 
 class DnsFailure(Exception):
@@ -64,17 +73,39 @@ def _remaining(deadline: float) -> float:
 
 
 async def udp_exchange(
-    request: dns.message.Message, host: str, port: int, timeout: float, **options: bool
+    request: dns.message.Message,
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    ignore_trailing: bool = False,
 ) -> dns.message.Message:
     """One UDP exchange on a connected socket, so an ICMP "unreachable" surfaces at once
-    as an OSError instead of leaving us to wait out the timeout."""
+    as an OSError instead of leaving us to wait out the timeout.
+
+    A plain non-blocking socket and the loop's sock_* calls, as dns.asyncquery.udp would
+    do but without its transport and protocol pair per query, which cost more CPU than the
+    exchange itself (docs/benchmarks.md). Same outcomes: dns.exception.Timeout, OSError,
+    or a DNSException for a malformed answer or one that does not answer this query. The
+    connected socket only receives from (host, port): datagrams from elsewhere never reach it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    backend = dns.asyncbackend.get_default_backend()
-    sock = await backend.make_socket(family, socket.SOCK_DGRAM, 0, None, (host, port))
-    async with sock:
-        return await dns.asyncquery.udp(
-            request, host, timeout=timeout, port=port, sock=sock, **options
-        )
+    loop = asyncio.get_running_loop()
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((host, port))  # UDP: no packet leaves, it fixes the peer
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_sendall(sock, request.to_wire())
+                wire = await loop.sock_recv(sock, 65535)
+        except TimeoutError:
+            raise dns.exception.Timeout(timeout=timeout) from None
+    response = dns.message.from_wire(
+        wire, keyring=request.keyring, request_mac=request.mac, ignore_trailing=ignore_trailing
+    )
+    if not request.is_response(response):
+        raise dns.query.BadResponse
+    return response
 
 
 async def _ask_once(

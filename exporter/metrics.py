@@ -8,6 +8,7 @@ addresses or error text.
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .dnsclient import rcode_number
+from .feeds.official import OfficialStatus
+from .feeds.report import official_by_service
 from .model import Layer, Status
 from .runtime import Snapshot
 from .store import Histogram
@@ -110,6 +114,13 @@ METRICS: tuple[MetricDoc, ...] = (
         "Answer records of the asked type in the latest DNS probe" + CACHED + ".",
     ),
     MetricDoc(
+        "meta_probe_dns_rcode",
+        "gauge",
+        ("service", "check"),
+        "DNS response code of the latest probe's answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN,"
+        " 5 REFUSED); absent when no DNS answer came" + CACHED + ".",
+    ),
+    MetricDoc(
         "meta_probe_ip_protocol",
         "gauge",
         ("service", "check"),
@@ -126,6 +137,71 @@ METRICS: tuple[MetricDoc, ...] = (
         "gauge",
         ("service", "check"),
         "Failed probes in a row (a check counts as failing once this reaches confirm_failures).",
+    ),
+    MetricDoc(
+        "meta_feed_up",
+        "gauge",
+        ("feed",),
+        "1 when the feed (official_status, bgp, bgp_baseline) answered at its last attempt;"
+        " a feed that is down is never read as a Meta outage.",
+    ),
+    MetricDoc(
+        "meta_feed_last_success_timestamp_seconds",
+        "gauge",
+        ("feed",),
+        "Unix time of the feed's last good poll or (re)connection.",
+    ),
+    MetricDoc(
+        "meta_feed_errors_total",
+        "counter",
+        ("feed", "reason"),
+        "Feed failures and malformed messages by reason (a fixed enum).",
+    ),
+    MetricDoc(
+        "meta_official_status",
+        "gauge",
+        ("org", "component", "status"),
+        "Meta's status page per org and component as a state set (no_issues, low_disruption,"
+        " medium_disruption, major_disruption, unknown).",
+    ),
+    MetricDoc(
+        "meta_official_service_status",
+        "gauge",
+        ("service", "status"),
+        "The status page's worst word on the service's status_orgs, as a state set.",
+    ),
+    MetricDoc(
+        "meta_official_acknowledgement_lag_seconds",
+        "gauge",
+        ("service",),
+        "While both hold: seconds from this exporter's DOWN verdict to the status page first"
+        " showing a disruption (negative: the page said it first; precision: the poll interval).",
+    ),
+    MetricDoc(
+        "meta_bgp_prefix_peers",
+        "gauge",
+        ("prefix", "state"),
+        "RIS peers heard from since the stream connected that see (state=seeing) or have"
+        " withdrawn (state=withdrawn) the watched prefix; absent while the stream is down.",
+    ),
+    MetricDoc(
+        "meta_bgp_prefix_withdrawn",
+        "gauge",
+        ("prefix",),
+        "1 when most known RIS peers have withdrawn the prefix (at least min_peers known).",
+    ),
+    MetricDoc(
+        "meta_bgp_prefix_last_withdrawal_timestamp_seconds",
+        "gauge",
+        ("prefix",),
+        "Unix time (RIS timestamp) of the last withdrawal that left a peer without the prefix.",
+    ),
+    MetricDoc(
+        "meta_bgp_baseline_peers",
+        "gauge",
+        ("prefix", "state"),
+        "RIPEstat routing-status: RIS peers seeing the prefix (state=seeing) and in all"
+        " (state=total); a slow baseline, snapshots every 8 h.",
     ),
     MetricDoc(
         "meta_exporter_build_info",
@@ -160,6 +236,12 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc("meta_exporter_checks", "gauge", (), "Checks configured."),
     MetricDoc("meta_exporter_probes_in_flight", "gauge", (), "Probes running right now."),
     MetricDoc(
+        "meta_exporter_asyncio_tasks",
+        "gauge",
+        (),
+        "asyncio tasks alive in the exporter's event loop; flat over time unless tasks leak.",
+    ),
+    MetricDoc(
         "meta_exporter_ready",
         "gauge",
         (),
@@ -184,6 +266,14 @@ def _plain_histogram(name: str, histogram: Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, _DOCS[name].help, buckets=buckets, sum_value=total)
 
 
+def _asyncio_tasks() -> int | None:
+    """Tasks of the running loop (scrapes are served on it); None outside a loop."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return None
+
+
 class ExporterCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
@@ -193,6 +283,7 @@ class ExporterCollector(Collector):
         yield from self._service_families(snap)
         yield from self._check_families(snap)
         yield from self._exporter_families(snap)
+        yield from self._feed_families(snap)
 
     def _service_families(self, snap: Snapshot) -> Iterator[Metric]:
         status = _gauge("meta_service_status")
@@ -219,6 +310,7 @@ class ExporterCollector(Collector):
         http_status = _gauge("meta_probe_http_status_code")
         expiry = _gauge("meta_probe_tls_cert_expiry_timestamp_seconds")
         answers = _gauge("meta_probe_dns_answer_rrs")
+        rcode = _gauge("meta_probe_dns_rcode")
         protocol = _gauge("meta_probe_ip_protocol")
         last = _gauge("meta_probe_last_probe_timestamp_seconds")
         in_row = _gauge("meta_probe_consecutive_failures")
@@ -249,6 +341,9 @@ class ExporterCollector(Collector):
                 expiry.add_metric(labels, record.tls_expiry)
             if result.dns_answers is not None:
                 answers.add_metric(labels, float(result.dns_answers))
+            number = rcode_number(result.dns_rcode) if result.dns_rcode else None
+            if number is not None:
+                rcode.add_metric(labels, float(number))
             if result.address_family is not None:
                 protocol.add_metric(labels, 6.0 if result.address_family == "ipv6" else 4.0)
         yield from (
@@ -260,6 +355,7 @@ class ExporterCollector(Collector):
             http_status,
             expiry,
             answers,
+            rcode,
             protocol,
             last,
             in_row,
@@ -279,8 +375,71 @@ class ExporterCollector(Collector):
         ready = _gauge("meta_exporter_ready")
         ready.add_metric([], 1.0 if snap.ready else 0.0)
         yield from (info, reload_ok, reload_time, checks, in_flight, ready)
+        tasks = _asyncio_tasks()
+        if tasks is not None:
+            alive = _gauge("meta_exporter_asyncio_tasks")
+            alive.add_metric([], float(tasks))
+            yield alive
         yield _plain_histogram("meta_exporter_scheduler_lag_seconds", snap.scheduler_lag)
         yield _plain_histogram("meta_exporter_event_loop_lag_seconds", snap.loop_lag)
+
+    def _feed_families(self, snap: Snapshot) -> Iterator[Metric]:
+        feeds = snap.feeds
+        if not feeds.health:
+            return  # no feed configured: no empty families either
+        up = _gauge("meta_feed_up")
+        last = _gauge("meta_feed_last_success_timestamp_seconds")
+        doc = _DOCS["meta_feed_errors_total"]
+        errors = CounterMetricFamily("meta_feed_errors", doc.help, labels=list(doc.labels))
+        for health in feeds.health:
+            up.add_metric([health.name], 1.0 if health.up else 0.0)
+            if health.last_success is not None:
+                last.add_metric([health.name], health.last_success)
+            for error, count in sorted(health.errors.items(), key=lambda item: item[0].value):
+                errors.add_metric([health.name, error.value], float(count))
+        yield from (up, last, errors)
+        yield from self._official_families(snap)
+        yield from self._bgp_families(snap)
+
+    def _official_families(self, snap: Snapshot) -> Iterator[Metric]:
+        board = snap.feeds.official
+        if board is None:
+            return
+        per_component = _gauge("meta_official_status")
+        for c in board.components:
+            for value in OfficialStatus:
+                per_component.add_metric(
+                    [c.org, c.component, value.value], 1.0 if c.status is value else 0.0
+                )
+        per_service = _gauge("meta_official_service_status")
+        lag = _gauge("meta_official_acknowledgement_lag_seconds")
+        for name, official, seconds in official_by_service(board, snap.config, snap.services):
+            for value in OfficialStatus:
+                per_service.add_metric(
+                    [name, value.value], 1.0 if official.status is value else 0.0
+                )
+            if seconds is not None:
+                lag.add_metric([name], seconds)
+        yield from (per_component, per_service, lag)
+
+    def _bgp_families(self, snap: Snapshot) -> Iterator[Metric]:
+        if not any(h.name == "bgp" for h in snap.feeds.health):
+            return
+        views, baseline = snap.feeds.bgp, snap.feeds.baseline
+        peers = _gauge("meta_bgp_prefix_peers")
+        withdrawn = _gauge("meta_bgp_prefix_withdrawn")
+        last = _gauge("meta_bgp_prefix_last_withdrawal_timestamp_seconds")
+        for prefix, view in (views or {}).items():
+            peers.add_metric([prefix, "seeing"], float(view.seeing))
+            peers.add_metric([prefix, "withdrawn"], float(view.withdrawn))
+            withdrawn.add_metric([prefix], 1.0 if view.withdrawn_now else 0.0)
+            if view.last_withdrawal is not None:
+                last.add_metric([prefix], view.last_withdrawal)
+        base = _gauge("meta_bgp_baseline_peers")
+        for prefix, counts in baseline.items():
+            base.add_metric([prefix, "seeing"], float(counts.seeing))
+            base.add_metric([prefix, "total"], float(counts.total))
+        yield from (peers, withdrawn, last, base)
 
 
 def build_registry(

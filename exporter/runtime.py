@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .config import ConfigError
+from .feeds.feedset import FeedSet, FeedsView
+from .history import VANTAGE, History
 from .model import ProbeResult, Status
 from .probes import ProbeEnv, run_probe
 from .resolver import Resolver, system_resolvers
@@ -47,6 +50,13 @@ class Snapshot:
     scheduler_lag: Histogram
     loop_lag: Histogram
     in_flight: int
+    feeds: FeedsView
+
+
+def _vantage_status(vantage: VantageHealth) -> Status:
+    if vantage.verified_at == -math.inf:  # the control checks have not run yet
+        return Status.UNKNOWN
+    return Status.UP if vantage.up else Status.DOWN
 
 
 class Runtime:
@@ -56,6 +66,7 @@ class Runtime:
         self.store = ResultStore(config.checks)
         self.env = build_env(config)
         self.services: dict[str, ServiceState] = {}
+        self.history = History()
         self.vantage = VantageHealth(True, "control checks have not run yet")
         self.started_at = clock()
         self.reload_successful = True
@@ -64,7 +75,11 @@ class Runtime:
         self.loop_monitor = LoopLagMonitor()
         self._scheduler: Scheduler | None = None
         self._reload_lock = asyncio.Lock()
+        self.feeds = self._feed_set(config)
         self._refresh_all()
+
+    def _feed_set(self, config: Config) -> FeedSet:
+        return FeedSet(config, self.env, on_bgp_change=self._refresh_all, clock=self.clock)
 
     # -- probing -----------------------------------------------------------------------
 
@@ -110,20 +125,28 @@ class Runtime:
         if vantage.up != self.vantage.up and (pairs and any(s.last for _, s in pairs)):
             log.warning("vantage %s: %s", "up" if vantage.up else "DOWN", vantage.detail)
         self.vantage = vantage
+        self.history.note(VANTAGE, self.clock(), _vantage_status(vantage))
         known = {s.name for s in self.config.meta_services}
         for name in list(self.services):
             if name not in known:
                 del self.services[name]
+        self.history.retain(known)
         for service in self.config.meta_services:
             self._refresh(service, states)
 
     def _refresh(self, service: ServiceSpec, states: Mapping | None = None) -> None:
-        states = states if states is not None else self.store.states()
+        if states is None:
+            states = self.store.states(check.key for check in service.checks)
         verdict = service_verdict(
-            service, states, self.vantage, self.config.settings.confirm_failures
+            service,
+            states,
+            self.vantage,
+            self.config.settings.confirm_failures,
+            self.feeds.withdrawn(),
         )
         previous = self.services.get(service.name)
-        state = next_state(previous, verdict, self.clock())
+        now = self.clock()
+        state = next_state(previous, verdict, now)
         if previous is None or previous.status is not state.status:
             level = (
                 logging.WARNING if state.status in (Status.DOWN, Status.DEGRADED) else logging.INFO
@@ -138,12 +161,14 @@ class Runtime:
                     state.detail,
                 )
         self.services[service.name] = state
+        self.history.note(service.name, now, state.status, state.layer)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         self.loop_monitor.start()
         self._start_scheduler()
+        self.feeds.start()
 
     def _start_scheduler(self) -> None:
         self._scheduler = Scheduler(
@@ -165,6 +190,7 @@ class Runtime:
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
+        await self.feeds.stop()
         await self.loop_monitor.stop()
 
     async def reload(self, loader: ConfigLoader) -> tuple[bool, str]:
@@ -181,6 +207,11 @@ class Runtime:
                 await self._scheduler.stop()
             self.config = config
             self.env = build_env(config)
+            if not self.feeds.same_feeds(config):
+                await self.feeds.stop()
+                self.feeds = self._feed_set(config)
+                if running:
+                    self.feeds.start()
             self.store.sync(config.checks)
             self._refresh_all()
             if running:
@@ -232,4 +263,5 @@ class Runtime:
             scheduler_lag=self.scheduler_lag,
             loop_lag=self.loop_monitor.lag,
             in_flight=self._scheduler.in_flight if self._scheduler else 0,
+            feeds=self.feeds.view(),
         )

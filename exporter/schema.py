@@ -88,6 +88,11 @@ def _type_name(hint: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    # Containers by shape only: they may hold credentials (headers) that must not be echoed.
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

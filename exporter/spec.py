@@ -57,6 +57,11 @@ class ServiceSpec:
     checks: tuple[CheckSpec, ...]
     is_control: bool = False
     description: str = ""
+    # Official status orgs that speak for this service (feeds.official_status).
+    status_orgs: tuple[str, ...] = ()
+    # Prefixes holding the service's authoritative nameservers: when BGP shows every one of
+    # them withdrawn, the service is down at layer bgp (feeds.bgp).
+    dns_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,33 @@ class Settings:
     confirm_failures: int = 2
     jitter: float = 0.1
     max_concurrency: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialStatusFeed:
+    """Polls Meta's status page (orgs.json) with conditional requests."""
+
+    url: str
+    interval: float
+    timeout: float
+    max_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BgpFeed:
+    """Streams RIS Live updates for the watched prefixes."""
+
+    url: str
+    # Every watched prefix: the services' dns_prefixes, then feeds.bgp.prefixes.
+    prefixes: tuple[str, ...]
+    min_peers: int
+    withdrawn_ratio: float
+    connect_timeout: float
+    reconnect_max: float
+    max_message_bytes: int = 1024 * 1024
+    # RIPEstat routing-status, a slow baseline of visibility (None: off).
+    baseline_url: str | None = None
+    baseline_interval: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +111,21 @@ class Config:
     ca_file: str | None
     services: tuple[ServiceSpec, ...]
     source: str = "<built-in catalogue>"
+    official_status: OfficialStatusFeed | None = None
+    bgp: BgpFeed | None = None
     checks: tuple[CheckSpec, ...] = field(init=False)
+    # Looked up on every probe result: by name in O(1), not a scan of the services.
+    _by_name: Mapping[str, ServiceSpec] = field(init=False, repr=False, compare=False)
+    _control: ServiceSpec | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hosts", MappingProxyType(dict(self.hosts)))
         checks = tuple(c for s in self.services for c in s.checks)
         object.__setattr__(self, "checks", checks)
+        by_name = MappingProxyType({s.name: s for s in self.services})
+        object.__setattr__(self, "_by_name", by_name)
+        control = next((s for s in self.services if s.is_control), None)
+        object.__setattr__(self, "_control", control)
 
     @property
     def meta_services(self) -> tuple[ServiceSpec, ...]:
@@ -92,7 +133,7 @@ class Config:
 
     @property
     def control(self) -> ServiceSpec | None:
-        return next((s for s in self.services if s.is_control), None)
+        return self._control
 
     def service(self, name: str) -> ServiceSpec:
-        return next(s for s in self.services if s.name == name)
+        return self._by_name[name]

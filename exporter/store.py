@@ -134,8 +134,15 @@ class ResultStore:
             record.record(result)
         return record
 
-    def states(self) -> dict[tuple[str, str], CheckState]:
-        return {key: record.state() for key, record in self.records.items()}
+    def states(
+        self, keys: Iterable[tuple[str, str]] | None = None
+    ) -> dict[tuple[str, str], CheckState]:
+        """Every check's state, or only those of `keys` (one service's: a probe result must
+        not cost O(all checks), see docs/benchmarks.md)."""
+        if keys is None:
+            return {key: record.state() for key, record in self.records.items()}
+        records = self.records
+        return {key: records[key].state() for key in keys if key in records}
 
     def all_ran(self) -> bool:
         return all(record.last is not None for record in self.records.values())

@@ -15,7 +15,10 @@ Rules (README "How the verdict is reached"):
 - A service is DOWN when all its measured critical checks are failing (all its checks,
   if none is marked critical), DEGRADED when any check is failing or slow, UP otherwise,
   UNKNOWN when nothing measured it.
-- The failing layer is the lowest layer among the failing checks
+- A service whose DNS prefixes (dns_prefixes) are all withdrawn from BGP by most peers is
+  DOWN at layer bgp at once, before resolvers' caches expire and DNS starts failing; it
+  stays at bgp, the root cause, while DNS and the layers above fail after it.
+- Otherwise the failing layer is the lowest layer among the failing checks
   (bgp < dns < tcp < tls < http < content).
 """
 
@@ -148,12 +151,18 @@ def service_verdict(
     states: Mapping[tuple[str, str], CheckState],
     vantage: VantageHealth,
     confirm: int,
+    withdrawn: frozenset[str] = frozenset(),
 ) -> Verdict | None:
-    """The service's verdict, or None to hold the previous one (the vantage is being re-checked)."""
+    """The service's verdict, or None to hold the previous one (the vantage is being re-checked).
+
+    `withdrawn`: prefixes the BGP feed sees withdrawn by most peers (empty: none, or no feed).
+    """
     if not vantage.up:
         return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
     if not vantage.settled:
         return None
+    if service.dns_prefixes and withdrawn.issuperset(service.dns_prefixes):
+        return _bgp_verdict(service, states, confirm)
     pairs = [(spec, states.get(spec.key, CheckState())) for spec in service.checks]
     measured = [(spec, s) for spec, s in pairs if not _says_nothing_about_meta(s, vantage)]
     if not measured:
@@ -191,6 +200,21 @@ def service_verdict(
         )
         return Verdict(Status.DEGRADED, Layer.NONE, f"slow: {names}")
     return Verdict(Status.UP, Layer.NONE, f"{len(measured)} checks pass")
+
+
+def _bgp_verdict(
+    service: ServiceSpec, states: Mapping[tuple[str, str], CheckState], confirm: int
+) -> Verdict:
+    failing = [
+        spec.name
+        for spec in service.checks
+        if is_failing(states.get(spec.key, CheckState()), confirm)
+    ]
+    then = f"; also failing: {', '.join(failing)}" if failing else "; DNS still answers from caches"
+    prefixes = ", ".join(service.dns_prefixes)
+    return Verdict(
+        Status.DOWN, Layer.BGP, f"its DNS prefixes are withdrawn from BGP ({prefixes}){then}"
+    )
 
 
 def next_state(previous: ServiceState | None, verdict: Verdict | None, now: float) -> ServiceState:

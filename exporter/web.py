@@ -1,4 +1,5 @@
-"""HTTP endpoints: /metrics, /api/v1/status, /, /-/healthy, /-/ready, POST /-/reload.
+"""HTTP endpoints: /metrics, /api/v1/status, /api/v1/history, / (status page), /-/healthy,
+/-/ready, POST /-/reload, /probe (exporter/probe_endpoint.py); basic auth (webauth.py).
 
 An aiohttp app factory; the runtime (probing in the background) is started and stopped by
 cleanup_ctx, so the app owns its background work as aiohttp recommends.
@@ -6,9 +7,8 @@ cleanup_ctx, so the app owns its background work as aiohttp recommends.
 
 from __future__ import annotations
 
-import html
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from . import __version__
+from . import __version__, probe_endpoint, statuspage, webauth
+from .feeds.report import feeds_document
+from .headline import headline
+from .history import VANTAGE, History, Segment
 from .metrics import build_registry
 from .runtime import ConfigLoader, Runtime, Snapshot
 from .store import CheckRecord
@@ -67,32 +70,46 @@ def _check_json(record: CheckRecord) -> dict[str, Any]:
     return data
 
 
+def service_latency(records: list[CheckRecord]) -> float | None:
+    """The slowest last successful probe among a service's checks (what a user waits for)."""
+    return max((r.last.duration for r in records if r.last and r.last.success), default=None)
+
+
 def status_document(snap: Snapshot) -> dict[str, Any]:
     """The /api/v1/status body (documented in README, "Status API")."""
+    now = datetime.now(UTC).timestamp()
     services = []
     for service in snap.config.services:
         state = snap.services.get(service.name)
+        records = [snap.records[c.key] for c in service.checks if c.key in snap.records]
         entry: dict[str, Any] = {
             "name": service.name,
             "display_name": service.display_name,
             "control": service.is_control,
-            "checks": [
-                _check_json(snap.records[c.key]) for c in service.checks if c.key in snap.records
-            ],
+            "checks": [_check_json(record) for record in records],
         }
         if state is not None:
+            latency = service_latency(records)
             entry.update(
                 status=state.status.value,
                 layer=state.layer.value,
                 since=iso(state.since),
                 since_timestamp=state.since,
                 detail=state.detail,
+                latency_seconds=None if latency is None else round(latency, 6),
             )
         services.append(entry)
+    meta = [
+        (s.display_name, snap.services[s.name])
+        for s in snap.config.meta_services
+        if s.name in snap.services
+    ]
+    summary = headline(snap.vantage, meta, ready=snap.ready, now=now)
     return {
-        "generated_at": iso(datetime.now(UTC).timestamp()),
+        "generated_at": iso(now),
         "version": __version__,
         "ready": snap.ready,
+        "headline": {"level": summary.level, "text": summary.text},
         "vantage": {"up": snap.vantage.up, "detail": snap.vantage.detail},
         "config": {
             "source": snap.config.source,
@@ -100,6 +117,38 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             "last_reload_success": iso(snap.reload_success_time),
         },
         "services": services,
+        "feeds": feeds_document(snap.feeds, snap.config, snap.services, iso),
+    }
+
+
+def _segment_json(segment: Segment) -> dict[str, Any]:
+    return {
+        "status": segment.status.value,
+        "layer": segment.layer.value,
+        "start": iso(segment.start),
+        "start_timestamp": segment.start,
+        "end": iso(segment.end),
+        "end_timestamp": segment.end,
+    }
+
+
+def history_document(snap: Snapshot, history: History, now: float) -> dict[str, Any]:
+    """The /api/v1/history body (README, "History API"): status changes in the window."""
+    return {
+        "generated_at": iso(now),
+        "now_timestamp": now,
+        "window_seconds": history.window,
+        "started_at": iso(snap.started_at),
+        "started_at_timestamp": snap.started_at,
+        "vantage": {"segments": [_segment_json(s) for s in history.segments(VANTAGE, now)]},
+        "services": [
+            {
+                "name": service.name,
+                "display_name": service.display_name,
+                "segments": [_segment_json(s) for s in history.segments(service.name, now)],
+            }
+            for service in snap.config.meta_services
+        ],
     }
 
 
@@ -114,6 +163,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status_api(request: web.Request) -> web.Response:
     return web.json_response(status_document(request.app[RUNTIME].snapshot()))
+
+
+async def history_api(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    document = history_document(runtime.snapshot(), runtime.history, runtime.clock())
+    return web.json_response(document)
 
 
 async def healthy(_: web.Request) -> web.Response:
@@ -131,60 +186,42 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(status=200 if ok else 500, text=message + "\n")
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="15">
-<title>Meta outage exporter</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1rem;max-width:60rem}}
-td,th{{padding:.2rem .6rem;text-align:left}}</style></head>
-<body><h1>Meta outage exporter</h1>
-<p><strong>{vantage}</strong></p>
-<table><thead><tr><th>Service</th><th>Status</th><th>Layer</th><th>Since</th><th>Detail</th></tr></thead>
-<tbody>{rows}</tbody></table>
-<p><a href="/metrics">/metrics</a> · <a href="/api/v1/status">/api/v1/status</a> ·
-<a href="/-/ready">/-/ready</a> · version {version}</p></body></html>
-"""
-
-
-async def landing(request: web.Request) -> web.Response:
-    snap = request.app[RUNTIME].snapshot()
-    vantage = (
-        "This vantage's network looks healthy."
-        if snap.vantage.up
-        else "The problem is on this side: " + snap.vantage.detail
+async def status_page(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    snap = runtime.snapshot()
+    page = statuspage.render(
+        status_document(snap), history_document(snap, runtime.history, runtime.clock())
     )
-    rows = []
-    for service in snap.config.meta_services:
-        state = snap.services.get(service.name)
-        if state is None:
-            continue
-        cells = (
-            service.display_name,
-            state.status.value.upper(),
-            state.layer.value,
-            iso(state.since) or "",
-            state.detail,
-        )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    page = _PAGE.format(vantage=html.escape(vantage), rows="".join(rows), version=__version__)
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers=statuspage.HEADERS)
+
+
+async def no_favicon(_: web.Request) -> web.Response:
+    """Browsers ask for one; an empty answer keeps their consoles free of 404s."""
+    return web.Response(status=204)
 
 
 def init_app(
-    runtime: Runtime, loader: ConfigLoader, *, start_probing: bool = True
+    runtime: Runtime,
+    loader: ConfigLoader,
+    *,
+    start_probing: bool = True,
+    auth_users: Mapping[str, bytes] | None = None,
 ) -> web.Application:
-    app = web.Application()
+    # Basic auth (--web.config.file) covers every route, /-/healthy and 404s included.
+    app = web.Application(middlewares=webauth.middlewares(auth_users))
     app[RUNTIME] = runtime
     app[LOADER] = loader
     app[REGISTRY] = build_registry(runtime.snapshot)
-    app.router.add_get("/", landing)
+    app.router.add_get("/", status_page)
+    app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status_api)
+    app.router.add_get("/api/v1/history", history_api)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
     app.router.add_put("/-/reload", reload)
+    probe_endpoint.setup(app, runtime)
 
     async def probing(app: web.Application) -> AsyncIterator[None]:
         if start_probing:

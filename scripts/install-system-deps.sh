@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: the lab (iproute2, nftables), the end-to-end
 # alerting tests (prometheus, prometheus-alertmanager) and the time-to-page reference
-# (prometheus-blackbox-exporter). Installs only what is missing; needs root and apt-get.
+# (prometheus-blackbox-exporter), and `docker-compose config` for deploy/compose/ (it only
+# parses: no engine needed), and chromium for the status page's browser tests. Installs only
+# what is missing; needs root and apt-get.
 # Without root it says what is missing and exits 0: those tests then skip with a message.
 set -euo pipefail
 
@@ -9,6 +11,7 @@ declare -A wanted=(
   [make]=make [ip]=iproute2 [nft]=nftables [unshare]=util-linux
   [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [docker-compose]=docker-compose [setpriv]=util-linux [chromium]=chromium
 )
 missing=()
 for command in "${!wanted[@]}"; do

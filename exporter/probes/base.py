@@ -101,6 +101,9 @@ class ProbeEnv:
         self.policy = policy
         self.ca_file = ca_file
         self._ssl_contexts: dict[str | None, ssl.SSLContext] = {}
+        # (kind, service, check, exception type) whose crash was logged with its traceback:
+        # a prober that crashes on every probe must not flood the log.
+        self.crashes_logged: set[tuple[str, str, str, str]] = set()
 
     def ssl_context(self, ca_file: str | None = None) -> ssl.SSLContext:
         """A verifying client context, cached per CA bundle (loading a bundle costs ms)."""
@@ -126,6 +129,22 @@ _FACT_FIELDS = (
 )
 
 
+def _log_crash(check: CheckSpec, env: ProbeEnv, exc: Exception) -> None:
+    """The traceback once per check and exception type; later repeats at debug, one line."""
+    key = (check.kind, check.service, check.name, type(exc).__name__)
+    if key in env.crashes_logged:
+        log.debug("prober %s crashed again on check %s/%s: %s", check.kind, *key[1:])
+        return
+    env.crashes_logged.add(key)
+    log.error(
+        "prober %s crashed on check %s/%s (logged once; the check reports internal_error)",
+        check.kind,
+        check.service,
+        check.name,
+        exc_info=exc,
+    )
+
+
 async def execute(check: CheckSpec, env: ProbeEnv, body: ProbeBody) -> ProbeResult:
     """Run one probe under its deadline and return what it saw. Never raises (but cancel)."""
     run = ProbeRun(deadline=asyncio.get_running_loop().time() + check.timeout)
@@ -149,7 +168,7 @@ async def execute(check: CheckSpec, env: ProbeEnv, body: ProbeBody) -> ProbeResu
         phase = run.clock.current.value if run.clock.current else "request"
         detail = f"no answer within {check.timeout:.3g}s (during {phase})"
     except Exception as exc:  # a bug in a prober must not stop the others
-        log.exception("prober %s crashed on check %s/%s", check.kind, check.service, check.name)
+        _log_crash(check, env, exc)
         reason, detail = Reason.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
     run.clock.leave()
     facts = {k: v for k, v in run.facts.items() if k in _FACT_FIELDS}

@@ -62,7 +62,7 @@ class DnsParams:
         if self.answer_regex is not None:
             try:
                 re.compile(self.answer_regex)
-            except re.error as exc:
+            except (re.error, OverflowError) as exc:  # a{99999999999}: OverflowError
                 problems.append(("answer_regex", f"invalid regular expression: {exc}"))
         return problems
 

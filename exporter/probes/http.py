@@ -73,7 +73,10 @@ class HttpParams:
 
     def check(self) -> list[tuple[str, str]]:
         problems = net.ca_file_problem(self.ca_file)
-        url = URL(self.url)
+        try:
+            url = URL(self.url)
+        except ValueError:  # e.g. "http://[::1": yarl cannot even split it
+            url = URL()
         if url.scheme not in ("http", "https") or not url.host:
             problems.append(("url", f"{self.url!r} is not an http:// or https:// URL with a host"))
         for index, spec in enumerate(self.valid_status_codes):
@@ -89,7 +92,7 @@ class HttpParams:
             if pattern is not None:
                 try:
                     re.compile(pattern)
-                except re.error as exc:
+                except (re.error, OverflowError) as exc:  # a{99999999999}: OverflowError
                     problems.append((name, f"invalid regular expression: {exc}"))
         if self.max_redirects < 0:
             problems.append(("max_redirects", "must be 0 or more"))
@@ -100,19 +103,29 @@ class HttpParams:
                 ("bearer_token_file", "give bearer_token_env or bearer_token_file, not both")
             )
         if self.bearer_token_env and not os.environ.get(self.bearer_token_env):
-            problems.append(
-                (
-                    "bearer_token_env",
-                    f"environment variable {self.bearer_token_env} is empty or unset",
-                )
-            )
-        if self.bearer_token_file and not os.access(self.bearer_token_file, os.R_OK):
-            problems.append(("bearer_token_file", f"cannot read {self.bearer_token_file}"))
+            name = _shown_if(self.bearer_token_env, _ENV_NAME_RE.fullmatch(self.bearer_token_env))
+            problems.append(("bearer_token_env", f"environment variable {name} is empty or unset"))
+        if self.bearer_token_file and not net.readable(self.bearer_token_file):
+            path = self.bearer_token_file
+            name = _shown_if(path, path.startswith(("/", "./", "../", "~")))
+            problems.append(("bearer_token_file", f"cannot read {name}"))
         return problems
 
     @property
     def status_ranges(self) -> tuple[tuple[int, int], ...]:
         return tuple(parse_status_spec(s) for s in self.valid_status_codes)
+
+
+# Environment variables are named in capitals by convention; tokens are mixed case.
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _shown_if(value: str, plausible: object) -> str:
+    """The name of a token's env var or file, unless it looks like the token itself
+    (pasted in by mistake): error messages must never carry a secret."""
+    if plausible and len(value) <= 64:
+        return value
+    return "(not shown: is it the token itself? give the variable's name or the file's path)"
 
 
 def bearer_token(params: HttpParams) -> str | None:
@@ -178,20 +191,25 @@ class _ProbeResolver(AbstractResolver):
             addresses = await self._env.resolver.resolve(
                 host, self._check.ip_family, deadline=self._deadline, override=override
             )
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
+        return resolve_results(host, port, addresses)
 
     async def close(self) -> None:
         return None
+
+
+def resolve_results(host: str, port: int, addresses: list[str]) -> list[ResolveResult]:
+    """aiohttp's resolver answer for addresses the exporter's own resolver found."""
+    return [
+        ResolveResult(
+            hostname=host,
+            host=address,
+            port=port,
+            family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+            proto=0,
+            flags=socket.AI_NUMERICHOST,
+        )
+        for address in addresses
+    ]
 
 
 class _PhaseTimingConnector(aiohttp.TCPConnector):

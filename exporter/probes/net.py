@@ -35,9 +35,17 @@ _VERIFY_REASONS = {
 }
 
 
+def readable(path: str) -> bool:
+    """os.access for config checks: a path with a NUL byte is unreadable, not a crash."""
+    try:
+        return os.access(path, os.R_OK)
+    except ValueError:
+        return False
+
+
 def ca_file_problem(ca_file: str | None) -> list[tuple[str, str]]:
     """Config check shared by the tls and http params: a CA bundle must be a readable file."""
-    if ca_file and not os.access(ca_file, os.R_OK):
+    if ca_file and not readable(ca_file):
         return [("ca_file", f"cannot read CA bundle {ca_file}")]
     return []
 

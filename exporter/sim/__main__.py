@@ -4,6 +4,9 @@ node --spec FILE   run the servers a sim node spec lists (see exporter.sim.node)
                    one JSON line {"ready": true, "control_socket": ...} once all listen,
                    stops cleanly on SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when a
                    listener cannot bind, 2 for a bad spec or usage.
+feeds --listen HOST:PORT --control SOCKET
+                   a fake Meta status page and RIS Live stream (see exporter.sim.feeds),
+                   steered through a control API on the UNIX socket; same ready line.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from exporter.sim.node import NodeSpec, SpecError, run_node
 
@@ -34,9 +38,23 @@ def _add_node(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(run=_node)
 
 
+def _feeds(args: argparse.Namespace) -> int:
+    from exporter.sim.feeds import run_feeds
+
+    return asyncio.run(run_feeds(args.listen, Path(args.control)))
+
+
+def _add_feeds(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("feeds", help="run a fake status page and RIS Live stream")
+    parser.add_argument("--listen", required=True, help="HOST:PORT for the feeds")
+    parser.add_argument("--control", required=True, help="UNIX socket for the control API")
+    parser.set_defaults(run=_feeds)
+
+
 # Another subcommand is one more `_add_*` function here.
 SUBCOMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     _add_node,
+    _add_feeds,
 )
 
 

@@ -617,7 +617,7 @@ class SimNode:
             await self._start_recursors()
             await self._start_https()
             await self._start_tcp()
-            self._control = ControlServer(self, self.spec.control_socket)
+            self._control = ControlServer(build_control_app(self), self.spec.control_socket)
             await self._control.start()
             self._stack.push_async_callback(self._control.close)
         except BaseException:
@@ -843,7 +843,7 @@ class SimNode:
 NODE_KEY = web.AppKey("sim_node", SimNode)
 
 
-async def _body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
+async def read_body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
     try:
         doc = await request.json()
     except ValueError as exc:
@@ -889,7 +889,7 @@ def _dns_zone(node: SimNode, value: object) -> str:
 
 async def put_dns_fault(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    doc = await _body(request, {"zone", "fault"}, set())
+    doc = await read_body(request, {"zone", "fault"}, set())
     zone = _dns_zone(node, doc["zone"])
     fault = None
     if doc["fault"] is not None:
@@ -924,7 +924,7 @@ async def delete_http_faults(request: web.Request) -> web.Response:
 
 async def put_cert(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    doc = await _body(request, {"hostname", "condition"}, {"days"})
+    doc = await read_body(request, {"hostname", "condition"}, {"days"})
     try:
         hostname = _hostname(doc["hostname"], "hostname")
     except SpecError as exc:
@@ -953,7 +953,7 @@ def _cert_days(doc: Mapping[str, Any], condition: str) -> float | None:
 
 async def put_tcp_mode(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    doc = await _body(request, {"name", "mode"}, set())
+    doc = await read_body(request, {"name", "mode"}, set())
     name = _choice(doc, "name", node.tcp_names())
     mode: TcpMode = _choice(doc, "mode", TCP_MODES)  # type: ignore[assignment]
     await node.set_tcp_mode(name, mode)
@@ -970,7 +970,7 @@ async def post_reset(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def _json_errors(
+async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
@@ -986,7 +986,7 @@ async def _json_errors(
 
 
 def build_control_app(node: SimNode) -> web.Application:
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[json_errors])
     app[NODE_KEY] = node
     app.router.add_get("/status", get_status)
     app.router.add_put("/dns/faults", put_dns_fault)
@@ -1022,9 +1022,9 @@ def _claim_socket_path(path: Path) -> None:
 class ControlServer:
     """The control API on a UNIX socket (which crosses network namespaces)."""
 
-    def __init__(self, node: SimNode, path: Path) -> None:
+    def __init__(self, app: web.Application, path: Path) -> None:
         self.path = path
-        self._runner = web.AppRunner(build_control_app(node), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         self._started = False
 
     async def start(self) -> None:
@@ -1037,7 +1037,7 @@ class ControlServer:
             await self._runner.cleanup()
             raise NodeError(f"control_socket: cannot listen on {self.path}: {exc}") from exc
         self._started = True
-        log.info("sim node: control API on %s", self.path)
+        log.info("sim: control API on %s", self.path)
 
     async def close(self) -> None:
         if not self._started:

@@ -359,9 +359,9 @@ async def dnspython_upstream(
     host, port = server
     if tcp:
         return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
-    # A stray datagram must not fail the exchange: dnspython drops it and keeps waiting.
-    # Connected UDP: a withdrawn route (ICMP unreachable) fails at once, not at the timeout.
-    return await udp_exchange(query, host, port, timeout, ignore_unexpected=True)
+    # Connected UDP: a stray datagram from elsewhere never reaches the socket, and a
+    # withdrawn route (ICMP unreachable) fails at once, not at the timeout.
+    return await udp_exchange(query, host, port, timeout)
 
 
 def upstream_query(name: dns.name.Name, rdtype: RdataType) -> dns.message.Message:

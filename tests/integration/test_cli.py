@@ -52,8 +52,11 @@ async def test_bad_flag_value_is_a_clear_error(config_file: Path) -> None:
 async def test_check_all_up_exits_0(config_file: Path) -> None:
     code, out, err = await run_cli("check", "--config.file", str(config_file))
     assert code == 0, out + err
-    assert re.search(r"^Facebook\s+up\s+-\s+\d+ ms\s+-$", out, re.MULTILINE), out
-    assert "All Meta services are up." in out
+    assert re.search(r"^Facebook\s+up\s+-\s+\d\d:\d\d:\d\d UTC\s+\d+ ms\s+-$", out, re.MULTILINE), (
+        out
+    )
+    assert "\nAll Meta services are up\nThis network: online - control checks pass\n" in out
+    assert "\x1b[" not in out, "colour or cursor codes on a pipe"
 
 
 async def test_check_meta_down_exits_1(config_file: Path, frontend: FrontendServer) -> None:
@@ -61,9 +64,12 @@ async def test_check_meta_down_exits_1(config_file: Path, frontend: FrontendServ
     frontend.state.set_fault(Fault(host="graph.facebook.com", status=502))
     code, out, _ = await run_cli("check", "--config.file", str(config_file))
     assert code == 1, out
-    assert re.search(r"^Facebook\s+down\s+http\s+\S+ ms\s+http_status$", out, re.MULTILINE), out
+    assert re.search(
+        r"^Facebook\s+down\s+http\s+\d\d:\d\d:\d\d UTC\s+\S+ ms\s+http_status$", out, re.MULTILINE
+    ), out
     assert re.search(r"^Instagram\s+up", out, re.MULTILINE)
-    assert "Meta has a problem; this vantage's network is fine." in out
+    assert re.search(r"^Facebook is down at HTTP since \d\d:\d\d UTC$", out, re.MULTILINE), out
+    assert "This network: online - control checks pass" in out
 
 
 async def test_check_dns_outage_is_down_at_dns(config_file: Path, dns_server: DnsServer) -> None:

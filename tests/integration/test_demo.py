@@ -45,13 +45,13 @@ async def test_demo_shows_every_status_and_layer() -> None:
                 vantage_down |= not document["vantage"]["up"]
                 if (
                     statuses >= {"up", "degraded", "down", "unknown"}
-                    and layers >= {"none", "dns", "tls", "http"}
+                    and layers >= {"none", "bgp", "dns", "tls", "http"}
                     and vantage_down
                 ):
                     break
                 await asyncio.sleep(0.25)
         assert statuses >= {"up", "degraded", "down", "unknown"}, statuses
-        assert layers >= {"none", "dns", "tls", "http"}, layers
+        assert layers >= {"none", "bgp", "dns", "tls", "http"}, layers
         assert vantage_down
         config = json.dumps(document["config"])
         assert "<demo>" in config

@@ -72,5 +72,6 @@ def test_check_table_says_it_is_us(tmp_path: Path) -> None:
     completed, audit = run_audited(tmp_path, "check", "--egress.allow-network", "127.0.0.0/8")
     assert completed.returncode == 2
     assert not [c for c in audit["connects"] if not is_loopback(c)]
-    assert "IT IS US" in completed.stdout
+    assert "The problem is on your side" in completed.stdout
+    assert "This network: offline - every control check is blocked" in completed.stdout
     assert " down " not in completed.stdout

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -185,6 +186,16 @@ class Prometheus:
         document = _get_json(url)
         assert document["status"] == "success", document
         return document["data"]["result"]
+
+    def api(self, path: str, params: dict[str, str]) -> Any:
+        """GET /api/v1/<path>: its data, or an AssertionError with Prometheus's own error."""
+        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
+        try:
+            document = _get_json(url, timeout=30)
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{path} {params}: {error.read().decode()}") from None
+        assert document["status"] == "success", document
+        return document["data"]
 
     def targets_up(self) -> int:
         return len(self.query('up{job="meta-outage-exporter"} == 1'))

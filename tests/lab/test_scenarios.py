@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import config
 
 from .conftest import wait_until
-from .topology import META_DNS_PREFIXES, Lab
+from .topology import BGP_PEERS, META_DNS_PREFIXES, Lab
 
 pytestmark = pytest.mark.root
 
@@ -212,3 +212,48 @@ def test_9_certificates_expiring_and_expired(lab: Lab, detection_log: dict[str, 
     }
     assert ("web", "tls_cert_expired") in reasons
     assert statuses(lab)["messenger"] == ("up", "none")
+
+
+def test_10_october_2021_replay_with_bgp_shows_bgp_first_then_dns(
+    lab: Lab, detection_log: dict[str, Any]
+) -> None:
+    """The full 2021 sequence with the RIS Live feed: most peers withdraw Meta's DNS prefixes
+    and the routes go. Every service is down at bgp at once, while recursive DNS still
+    answers from the resolver's cache; DNS then fails under it (SERVFAIL) and bgp stays the
+    named cause. When BGP is back but DNS still fails (2021: routes ~21:00 UTC, service
+    ~22:45), the layer becomes dns; then everything recovers."""
+    lab.bgp(BGP_PEERS[:8], withdraw=META_DNS_PREFIXES)
+    lab.withdraw(*META_DNS_PREFIXES)
+    detect(
+        lab,
+        lambda st: all(v == ("down", "bgp") for v in st.values()),
+        detection_log,
+        "2021 bgp withdrawal",
+    )
+    checks = {(c["name"], s["name"]): c for s in lab.status()["services"] for c in s["checks"]}
+    recursive = checks[("dns", "facebook")]["last_result"]
+    assert recursive["success"], "recursive DNS already failing: the bgp signal was not first"
+    withdrawn = {s.labels["prefix"]: s.value for s in samples(lab, "meta_bgp_prefix_withdrawn")}
+    assert withdrawn == {"10.129.30.0/23": 1.0, "10.185.218.0/23": 1.0}
+
+    # The resolver's cache expires: DNS fails under the withdrawn prefixes; bgp stays the cause.
+    def dns_servfail() -> bool:
+        for service in lab.status()["services"]:
+            if service["name"] == "facebook":
+                dns = next(c for c in service["checks"] if c["name"] == "dns")
+                return (dns["last_result"] or {}).get("reason") == "dns_servfail"
+        return False
+
+    wait_until(dns_servfail, 20, "recursive DNS to fail once the cache expires")
+    assert all(v == ("down", "bgp") for v in statuses(lab).values())
+
+    # BGP is back, DNS is not yet: now the layer is dns.
+    lab.bgp(BGP_PEERS[:8], announce=META_DNS_PREFIXES)
+    wait_until(
+        lambda: all(v == ("down", "dns") for v in statuses(lab).values()),
+        10,
+        "the layer to move from bgp to dns",
+    )
+    assert samples(lab, "meta_vantage_up")[0].value == 1
+    lab.restore(*META_DNS_PREFIXES)
+    wait_until(lambda: all_up(lab), 20, "recovery after the routes are back")

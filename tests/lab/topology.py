@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from exporter.config import load as load_config
 from exporter.config import merge
 
 from . import netns
@@ -76,6 +77,11 @@ RESOLVER = "10.1.1.53"
 CONTROL_NS = "10.1.2.53"
 CONTROL_WEB_IP = "10.1.3.10"
 CONTROL_WEB = "10.1.3.11"
+# The outside feeds (Meta's status page, RIS Live, RIPEstat) stand in the control internet.
+FEEDS = "10.1.4.10"
+FEEDS_PORT = 80
+# RIS peers of the replays; heal() has them all announce Meta's DNS prefixes.
+BGP_PEERS = [f"198.51.100.{n}" for n in range(1, 11)]
 
 # Short TTLs so the 2021 replay's caches expire within seconds.
 TTL = 4
@@ -240,6 +246,13 @@ class LabSettings:
 def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
     """The built-in catalogue, re-pointed at the lab (only what differs is overridden)."""
     auth = {"auth_dns": {"nameservers": list(NAMESERVERS.values())}}
+    dns_prefixes = [PREFIXES[name] for name in META_DNS_PREFIXES]
+    services: dict[str, Any] = {
+        s.name: {"dns_prefixes": dns_prefixes} for s in load_config(None).meta_services
+    }
+    services["facebook"]["checks"] = auth
+    services["instagram"]["checks"] = auth
+    feeds = f"{FEEDS}:{FEEDS_PORT}"
     return {
         "global": {
             "interval": f"{settings.interval}s",
@@ -251,9 +264,16 @@ def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
         "dns": {"resolvers": [RESOLVER], "timeout": f"{settings.dns_attempt}s"},
         "egress": {"allow_networks": [*PREFIXES.values(), CONTROL_PREFIX]},
         "tls": {"ca_file": str(ca_file)},
-        "services": {
-            "facebook": {"checks": auth},
-            "instagram": {"checks": {"auth_dns": {"nameservers": list(NAMESERVERS.values())}}},
+        "services": services,
+        "feeds": {
+            "official_status": {"url": f"http://{feeds}/data/orgs.json", "interval": "1s"},
+            "bgp": {
+                "url": f"ws://{feeds}/v1/ws/?client=lab",
+                "prefixes": [],
+                "min_peers": 3,
+                "connect_timeout": "2s",
+                "reconnect_max": "2s",
+            },
         },
         "control": {
             "checks": {
@@ -427,7 +447,7 @@ class Lab:
         # service addresses
         meta_ips = [*NAMESERVERS.values(), *EDGE.values()]
         netns.service_addresses(meta, [f"{ip}/32" for ip in meta_ips])
-        control_ips = (RESOLVER, CONTROL_NS, CONTROL_WEB_IP, CONTROL_WEB)
+        control_ips = (RESOLVER, CONTROL_NS, CONTROL_WEB_IP, CONTROL_WEB, FEEDS)
         netns.service_addresses(net, [f"{ip}/32" for ip in control_ips])
         # routes
         netns.route(meta, "default", "via", "10.200.1.1")
@@ -466,6 +486,13 @@ class Lab:
                 [sys.executable, "-m", "exporter.sim", "node", "--spec", str(path)],
                 wait_for_ready_line=True,
             )
+        feeds = ["--listen", f"{FEEDS}:{FEEDS_PORT}", "--control", str(self.run_dir / "feeds.sock")]
+        self._spawn(
+            "feeds",
+            self.ns("net"),
+            [sys.executable, "-m", "exporter.sim", "feeds", *feeds],
+            wait_for_ready_line=True,
+        )
 
     def _spawn(
         self, name: str, namespace: str, argv: list[str], *, wait_for_ready_line: bool = False
@@ -607,6 +634,24 @@ class Lab:
     def net_node(self, method: str, path: str, body: Any = None) -> Any:
         return node_call(str(self.run_dir / "net.sock"), method, path, body)
 
+    def feeds(self, method: str, path: str, body: Any = None) -> Any:
+        return node_call(str(self.run_dir / "feeds.sock"), method, path, body)
+
+    def bgp(
+        self, peers: list[str], *, announce: tuple[str, ...] = (), withdraw: tuple[str, ...] = ()
+    ) -> None:
+        """RIS Live: these peers announce / withdraw these lab prefixes (names of PREFIXES)."""
+        body: dict[str, Any] = {"peers": peers}
+        if announce:
+            body["announce"] = [PREFIXES[name] for name in announce]
+        if withdraw:
+            body["withdraw"] = [PREFIXES[name] for name in withdraw]
+        self.feeds("POST", "/bgp/update", body)
+
+    def official_status(self, org: str, status: str) -> None:
+        """Meta's status page: set the org's (single) component's status string."""
+        self.feeds("PUT", "/status", {"org": org, "component": org, "status": status})
+
     def dns_fault(self, zone: str, fault: str | None) -> None:
         self.meta_node("PUT", "/dns/faults", {"zone": zone, "fault": fault})
 
@@ -630,6 +675,8 @@ class Lab:
             self.uplink(True, index)
         self.meta_node("POST", "/reset")
         self.net_node("POST", "/reset")
+        self.feeds("POST", "/reset")
+        self.bgp(BGP_PEERS, announce=META_DNS_PREFIXES)
 
     # -- reading the exporter ---------------------------------------------------------------
 

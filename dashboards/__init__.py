@@ -1,0 +1,1 @@
+"""Grafana dashboards for meta-outage-exporter, generated as code (see generate.py)."""

@@ -1,0 +1,189 @@
+"""--web.config.file: TLS and basic auth for every endpoint, in exporter-toolkit's format.
+
+    tls_server_config:
+      cert_file: server.crt          # relative paths: from the web config file's directory
+      key_file: server.key
+      min_version: TLS12             # TLS10 | TLS11 | TLS12 (default) | TLS13
+      max_version: TLS13             # optional
+      client_auth_type: NoClientCert # | VerifyClientCertIfGiven | RequireAndVerifyClientCert
+      client_ca_file: clients.pem    # needed by the two Verify types
+    basic_auth_users:
+      prometheus: $2y$10$...         # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
+
+Errors name file:line:column like the main config's. No error message, and no log line,
+ever shows a hash: a type error says what was expected, not what was found.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from types import MappingProxyType
+from typing import Any, Literal
+
+from . import yamlsource
+from .config import ConfigError, ConfigProblem
+from .schema import Builder, Problem
+from .yamlsource import Document, Position
+
+TlsVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+# bcrypt's identifiers; Go's bcrypt (exporter-toolkit) writes $2a$, htpasswd -B $2y$.
+_BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
+_BCRYPT_LENGTH = 60
+
+
+@dataclass(frozen=True, slots=True)
+class TlsServerSection:
+    cert_file: str
+    key_file: str
+    min_version: TlsVersionName = "TLS12"
+    max_version: TlsVersionName | None = None
+    client_auth_type: Literal[
+        "NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
+    ] = "NoClientCert"
+    client_ca_file: str | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.max_version and _TLS_VERSIONS[self.max_version] < _TLS_VERSIONS[self.min_version]:
+            problems.append(("max_version", f"is below min_version {self.min_version}"))
+        if self.client_auth_type != "NoClientCert" and not self.client_ca_file:
+            problems.append(("client_ca_file", f"{self.client_auth_type} needs client_ca_file"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """What the web server needs: a TLS context (None: plain HTTP) and bcrypt hashes by user."""
+
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes]
+    source: str
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+
+def _readable(path: FsPath, key: str) -> list[tuple[str, str]]:
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        return [(key, f"cannot read {path}: {exc.strerror}")]
+    return []
+
+
+def server_ssl_context(section: TlsServerSection, base: FsPath) -> ssl.SSLContext:
+    """A server context from the section; raises ValueError naming the key at fault."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS[section.min_version]
+    if section.max_version:
+        context.maximum_version = _TLS_VERSIONS[section.max_version]
+    try:
+        context.load_cert_chain(base / section.cert_file, base / section.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"cert_file/key_file: cannot load the pair: {exc}") from None
+    context.verify_mode = _CLIENT_AUTH[section.client_auth_type]
+    if section.client_ca_file:
+        try:
+            context.load_verify_locations(base / section.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"client_ca_file: cannot load: {exc}") from None
+    return context
+
+
+def _users(raw: Any, builder: Builder) -> dict[str, bytes]:
+    """user -> hash; problems never quote a hash (it is a secret too)."""
+    path = ("basic_auth_users",)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        builder.fail(path, "expected a mapping of user name -> bcrypt hash")
+        return {}
+    users = {}
+    for user, hashed in raw.items():
+        if not user or ":" in user:
+            builder.fail((*path, user), "a user name must be non-empty and have no ':'")
+            continue
+        encoded = hashed.encode() if isinstance(hashed, str) else b""
+        if not (encoded.startswith(_BCRYPT_PREFIXES) and len(encoded) == _BCRYPT_LENGTH):
+            builder.fail(
+                (*path, user),
+                "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)",
+                'make one with: htpasswd -nBC 10 "" | tr -d ":\\n"',
+            )
+            continue
+        users[user] = encoded
+    return users
+
+
+def _located(problems: list[Problem], document: Document) -> ConfigError:
+    return ConfigError(
+        [ConfigProblem(document.position(p.path), p.path, p.message, p.hint) for p in problems]
+    )
+
+
+def parse(text: str, file: str) -> WebConfig:
+    """A WebConfig from exporter-toolkit YAML. Raises ConfigError (file:line:col each)."""
+    try:
+        document = yamlsource.load(text, file)
+    except yamlsource.YamlSyntaxError as exc:
+        raise ConfigError([ConfigProblem(exc.position, (), exc.message)]) from None
+    data = document.data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [ConfigProblem(Position(file, 1, 1), (), "the top level must be a mapping")]
+        )
+    builder = Builder()
+    for key in data:
+        if key not in ("tls_server_config", "basic_auth_users"):
+            builder.fail(
+                (key,),
+                f"unknown or unsupported key {key!r}",
+                "supported: tls_server_config, basic_auth_users",
+            )
+    users = _users(data.get("basic_auth_users"), builder)
+    context = None
+    raw_tls = data.get("tls_server_config")
+    if raw_tls is not None:
+        base = FsPath(file).parent
+        section = builder.build(TlsServerSection, raw_tls, ("tls_server_config",))
+        if section is not None:
+            for key in ("cert_file", "key_file", "client_ca_file"):
+                name = getattr(section, key)
+                for field, message in _readable(base / name, key) if name else []:
+                    builder.fail(("tls_server_config", field), message)
+        if section is not None and not builder.problems:
+            try:
+                context = server_ssl_context(section, base)
+            except ValueError as exc:
+                key = str(exc).split(":", 1)[0].split("/", 1)[0]
+                builder.fail(("tls_server_config", key), str(exc))
+    if builder.problems:
+        raise _located(builder.problems, document)
+    return WebConfig(context, MappingProxyType(users), file)
+
+
+def load(path: str) -> WebConfig:
+    try:
+        text = FsPath(path).read_text()
+    except OSError as exc:
+        problem = f"cannot read web config file: {exc.strerror}"
+        raise ConfigError([ConfigProblem(Position(path, 1, 1), (), problem)]) from None
+    except UnicodeDecodeError:
+        problem = "web config file is not UTF-8 text"
+        raise ConfigError([ConfigProblem(Position(path, 1, 1), (), problem)]) from None
+    return parse(text, path)
