@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean demo manifests dashboards
+.PHONY: run test lint venv clean demo manifests dashboards bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,10 @@ dashboards: $(STAMP)
 ## (tests/deploy/test_kubernetes.py fails while it is stale).
 manifests: $(STAMP)
 	$(BIN)/python deploy/kubernetes/generate_prometheusrule.py
+
+## Benchmarks against blackbox_exporter, as root (about 25 minutes): writes docs/benchmarks.md
+## and docs/benchmarks.json. BENCH_ARGS='--quick' for a few minutes, '--stages cpu,timing'
+## for some stages, '--before-ref COMMIT' to measure an older exporter beside this one.
+bench: $(STAMP)
+	./scripts/install-system-deps.sh
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -29,7 +29,7 @@ from .feeds.official import OfficialStatus
 from .feeds.report import official_by_service
 from .model import Layer, Status
 from .runtime import Snapshot
-from .store import Histogram
+from .store import CheckRecord, Histogram
 
 CACHED = " (from the latest background probe, not probed on scrape)"
 
@@ -274,14 +274,78 @@ def _asyncio_tasks() -> int | None:
         return None
 
 
+def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[Metric]:
+    """The per-check families, in exposition order (empty records: their metadata alone)."""
+    success = _gauge("meta_probe_success")
+    duration = _gauge("meta_probe_duration_seconds")
+    http_status = _gauge("meta_probe_http_status_code")
+    expiry = _gauge("meta_probe_tls_cert_expiry_timestamp_seconds")
+    answers = _gauge("meta_probe_dns_answer_rrs")
+    rcode = _gauge("meta_probe_dns_rcode")
+    protocol = _gauge("meta_probe_ip_protocol")
+    last = _gauge("meta_probe_last_probe_timestamp_seconds")
+    in_row = _gauge("meta_probe_consecutive_failures")
+    doc = _DOCS["meta_probes_total"]
+    probes = CounterMetricFamily("meta_probes", doc.help, labels=list(doc.labels))
+    doc = _DOCS["meta_probe_failures_total"]
+    failures = CounterMetricFamily("meta_probe_failures", doc.help, labels=list(doc.labels))
+    doc = _DOCS["meta_probe_phase_duration_seconds"]
+    phases = HistogramMetricFamily(doc.name, doc.help, labels=list(doc.labels))
+    for (service, check), record in records.items():
+        labels = [service, check]
+        probes.add_metric(labels, float(record.probes_total))
+        for reason, count in sorted(record.failures.items(), key=lambda item: item[0].value):
+            failures.add_metric([*labels, reason.value], float(count))
+        for phase, histogram in sorted(record.phases.items(), key=lambda item: item[0].value):
+            buckets, total = _histogram_samples(histogram)
+            phases.add_metric([*labels, phase.value], buckets, total)
+        result = record.last
+        if result is None:
+            continue
+        success.add_metric(labels, 1.0 if result.success else 0.0)
+        duration.add_metric(labels, result.duration)
+        last.add_metric(labels, result.started_at)
+        in_row.add_metric(labels, float(record.consecutive_failures))
+        if result.http_status is not None:
+            http_status.add_metric(labels, float(result.http_status))
+        if record.tls_expiry is not None:
+            expiry.add_metric(labels, record.tls_expiry)
+        if result.dns_answers is not None:
+            answers.add_metric(labels, float(result.dns_answers))
+        number = rcode_number(result.dns_rcode) if result.dns_rcode else None
+        if number is not None:
+            rcode.add_metric(labels, float(number))
+        if result.address_family is not None:
+            protocol.add_metric(labels, 6.0 if result.address_family == "ipv6" else 4.0)
+    yield from (
+        success,
+        duration,
+        phases,
+        probes,
+        failures,
+        http_status,
+        expiry,
+        answers,
+        rcode,
+        protocol,
+        last,
+        in_row,
+    )
+
+
 class ExporterCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    """`checks=False` leaves out the per-check families: /metrics renders those itself, in
+    slices (exporter/exposition.py), from the same `check_families` definitions."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], *, checks: bool = True) -> None:
         self._snapshot = snapshot
+        self._checks = checks
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         yield from self._service_families(snap)
-        yield from self._check_families(snap)
+        if self._checks:
+            yield from check_families(snap.records)
         yield from self._exporter_families(snap)
         yield from self._feed_families(snap)
 
@@ -303,63 +367,6 @@ class ExporterCollector(Collector):
         vantage = _gauge("meta_vantage_up")
         vantage.add_metric([], 1.0 if snap.vantage.up else 0.0)
         yield from (status, since, layer, vantage)
-
-    def _check_families(self, snap: Snapshot) -> Iterator[Metric]:
-        success = _gauge("meta_probe_success")
-        duration = _gauge("meta_probe_duration_seconds")
-        http_status = _gauge("meta_probe_http_status_code")
-        expiry = _gauge("meta_probe_tls_cert_expiry_timestamp_seconds")
-        answers = _gauge("meta_probe_dns_answer_rrs")
-        rcode = _gauge("meta_probe_dns_rcode")
-        protocol = _gauge("meta_probe_ip_protocol")
-        last = _gauge("meta_probe_last_probe_timestamp_seconds")
-        in_row = _gauge("meta_probe_consecutive_failures")
-        doc = _DOCS["meta_probes_total"]
-        probes = CounterMetricFamily("meta_probes", doc.help, labels=list(doc.labels))
-        doc = _DOCS["meta_probe_failures_total"]
-        failures = CounterMetricFamily("meta_probe_failures", doc.help, labels=list(doc.labels))
-        doc = _DOCS["meta_probe_phase_duration_seconds"]
-        phases = HistogramMetricFamily(doc.name, doc.help, labels=list(doc.labels))
-        for (service, check), record in snap.records.items():
-            labels = [service, check]
-            probes.add_metric(labels, float(record.probes_total))
-            for reason, count in sorted(record.failures.items(), key=lambda item: item[0].value):
-                failures.add_metric([*labels, reason.value], float(count))
-            for phase, histogram in sorted(record.phases.items(), key=lambda item: item[0].value):
-                buckets, total = _histogram_samples(histogram)
-                phases.add_metric([*labels, phase.value], buckets, total)
-            result = record.last
-            if result is None:
-                continue
-            success.add_metric(labels, 1.0 if result.success else 0.0)
-            duration.add_metric(labels, result.duration)
-            last.add_metric(labels, result.started_at)
-            in_row.add_metric(labels, float(record.consecutive_failures))
-            if result.http_status is not None:
-                http_status.add_metric(labels, float(result.http_status))
-            if record.tls_expiry is not None:
-                expiry.add_metric(labels, record.tls_expiry)
-            if result.dns_answers is not None:
-                answers.add_metric(labels, float(result.dns_answers))
-            number = rcode_number(result.dns_rcode) if result.dns_rcode else None
-            if number is not None:
-                rcode.add_metric(labels, float(number))
-            if result.address_family is not None:
-                protocol.add_metric(labels, 6.0 if result.address_family == "ipv6" else 4.0)
-        yield from (
-            success,
-            duration,
-            phases,
-            probes,
-            failures,
-            http_status,
-            expiry,
-            answers,
-            rcode,
-            protocol,
-            last,
-            in_row,
-        )
 
     def _exporter_families(self, snap: Snapshot) -> Iterator[Metric]:
         info = InfoMetricFamily("meta_exporter_build", _DOCS["meta_exporter_build_info"].help)
@@ -443,11 +450,11 @@ class ExporterCollector(Collector):
 
 
 def build_registry(
-    snapshot: Callable[[], Snapshot], *, process_metrics: bool = True
+    snapshot: Callable[[], Snapshot], *, process_metrics: bool = True, checks: bool = True
 ) -> CollectorRegistry:
     """A fresh registry (never the global one) with our collector and process_* metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(snapshot))
+    registry.register(ExporterCollector(snapshot, checks=checks))
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

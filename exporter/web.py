@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.payload import AsyncIterablePayload
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
-from . import __version__, probe_endpoint, statuspage, webauth
+from . import __version__, exposition, probe_endpoint, statuspage, webauth
 from .feeds.report import feeds_document
 from .headline import headline
 from .history import VANTAGE, History, Segment
@@ -153,12 +153,11 @@ def history_document(snap: Snapshot, history: History, now: float) -> dict[str, 
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(registry)
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = content_type
-    return response
+    # The per-check families are rendered apart, in slices (exporter/exposition.py).
+    snapshot = request.app[RUNTIME].snapshot()
+    accept = request.headers.get("Accept", "")
+    chunks, content_type = exposition.render(snapshot, request.app[REGISTRY], accept)
+    return web.Response(body=AsyncIterablePayload(chunks), headers={"Content-Type": content_type})
 
 
 async def status_api(request: web.Request) -> web.Response:
@@ -211,7 +210,7 @@ def init_app(
     app = web.Application(middlewares=webauth.middlewares(auth_users))
     app[RUNTIME] = runtime
     app[LOADER] = loader
-    app[REGISTRY] = build_registry(runtime.snapshot)
+    app[REGISTRY] = build_registry(runtime.snapshot, checks=False)
     app.router.add_get("/", status_page)
     app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_get("/metrics", metrics)

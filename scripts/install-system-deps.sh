@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: the lab (iproute2, nftables), the end-to-end
-# alerting tests (prometheus, prometheus-alertmanager) and the time-to-page reference
-# (prometheus-blackbox-exporter), and `docker-compose config` for deploy/compose/ (it only
+# alerting tests (prometheus, prometheus-alertmanager) and the benchmarks' reference
+# (prometheus-blackbox-exporter; `make bench`), and `docker-compose config` for deploy/compose/ (it only
 # parses: no engine needed), and chromium for the status page's browser tests. Installs only
 # what is missing; needs root and apt-get.
 # Without root it says what is missing and exits 0: those tests then skip with a message.
@@ -12,6 +12,7 @@ declare -A wanted=(
   [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [docker-compose]=docker-compose [setpriv]=util-linux [chromium]=chromium
+  [taskset]=util-linux  # bench/: pins each exporter to one core
 )
 missing=()
 for command in "${!wanted[@]}"; do

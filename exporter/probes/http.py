@@ -238,7 +238,9 @@ class _PhaseTimingConnector(aiohttp.TCPConnector):
         sock = await net.connect(addresses, port, self._run, self._policy)
         context = kwargs.get("ssl")
         if not context:
-            return await self._loop.create_connection(*args, **kwargs, sock=sock)
+            transport, protocol = await self._loop.create_connection(*args, **kwargs, sock=sock)
+            _time_first_byte(protocol, self._run)
+            return transport, protocol
         server_name = kwargs.get("server_hostname") or ""
         with self._run.clock.phase(Phase.TLS):
             # asyncio owns the socket now and closes it on failure (see net.handshake).
@@ -247,22 +249,46 @@ class _PhaseTimingConnector(aiohttp.TCPConnector):
             except OSError as exc:  # ssl.SSLError and ConnectionError are OSErrors
                 raise net.tls_failure(exc, server_name) from None
         net.record_tls_facts(transport.get_extra_info("ssl_object"), self._run)
+        _time_first_byte(protocol, self._run)
         return transport, protocol
 
 
-def _trace_config(run: ProbeRun) -> aiohttp.TraceConfig:
+def _time_first_byte(protocol: Any, run: ProbeRun) -> None:
+    """End `processing` at the answer's first bytes, as blackbox does, rather than once
+    aiohttp has parsed the headers and the probe's task has woken: under load that wait is
+    the exporter's own queueing, not the server's time (docs/benchmarks.md). The rest, up
+    to the headers, counts as transfer."""
+    received = protocol.data_received
+
+    def first(data: bytes) -> None:
+        del protocol.data_received  # the class's method from now on
+        if run.clock.current is Phase.PROCESSING:
+            run.clock.enter(Phase.TRANSFER)
+        received(data)
+
+    protocol.data_received = first
+
+
+async def _headers_sent(_: Any, context: Any, __: Any) -> None:
+    context.trace_request_ctx.clock.enter(Phase.PROCESSING)
+
+
+async def _answer_started(_: Any, context: Any, __: Any) -> None:
+    context.trace_request_ctx.clock.leave()
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    """One for every probe, the probe's ProbeRun passed as trace_request_ctx: a TraceConfig
+    and its signals form a reference cycle, so one per probe left ~40 objects a probe for
+    the cyclic collector, whose pauses skewed probe timings (docs/benchmarks.md)."""
     trace = aiohttp.TraceConfig()
-
-    async def headers_sent(*_: Any) -> None:
-        run.clock.enter(Phase.PROCESSING)
-
-    async def answer_started(*_: Any) -> None:
-        run.clock.leave()
-
-    trace.on_request_headers_sent.append(headers_sent)
-    trace.on_request_end.append(answer_started)
-    trace.on_request_redirect.append(answer_started)
+    trace.on_request_headers_sent.append(_headers_sent)
+    trace.on_request_end.append(_answer_started)
+    trace.on_request_redirect.append(_answer_started)
     return trace
+
+
+_TRACE = _trace_config()
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int, run: ProbeRun) -> bytes:
@@ -297,6 +323,7 @@ async def _exchange(session: aiohttp.ClientSession, params: HttpParams, run: Pro
         data=params.body,
         allow_redirects=params.follow_redirects,
         max_redirects=params.max_redirects + 1,  # aiohttp: N means N-1 followed, 0 endless
+        trace_request_ctx=run,
     ) as response:
         run.facts["http_status"] = response.status
         if not _in_ranges(response.status, params.status_ranges):
@@ -329,7 +356,7 @@ async def probe_http(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     )
     session = aiohttp.ClientSession(
         connector=connector,
-        trace_configs=[_trace_config(run)],
+        trace_configs=[_TRACE],
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
         headers={"User-Agent": USER_AGENT},

@@ -140,7 +140,8 @@ def _dns_fault_case(fault: str, qname: str) -> Case:
 
 # (id, target, reason, phase named in the detail of a timeout or None)
 CASES: list[tuple[str, Case, Reason, str | None]] = [
-    ("slowloris-byte-a-second", slowloris, Reason.HTTP_TIMEOUT, "processing"),
+    # The answer has begun (its first byte is in): the rest is `transfer`, as for blackbox.
+    ("slowloris-byte-a-second", slowloris, Reason.HTTP_TIMEOUT, "transfer"),
     ("endless-body", endless_body, Reason.BODY_TOO_LARGE, None),
     ("gigantic-headers-endless-lines", endless_header_lines, Reason.HTTP_PROTOCOL, None),
     ("gigantic-headers-endless-line", endless_header_line, Reason.HTTP_PROTOCOL, None),
