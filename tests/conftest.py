@@ -7,6 +7,7 @@ fixtures allows loopback only, so a mistake cannot reach the real Meta.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,15 @@ from exporter.sim.certs import CertSpec, LabCA, SniCertificates
 from exporter.sim.dnsserver import DnsServer, Zone
 from exporter.sim.frontend import FrontendServer, FrontendState
 from exporter.spec import CheckSpec, Endpoint
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run as a shell's background job (`cmd &`), pytest starts with SIGINT ignored, and an
+    ignored signal stays ignored across exec: the exporters the tests start would never see
+    the Ctrl-C that tests/integration/test_cli_watch.py sends. Handled, it resets at exec."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 LOOPBACK_POLICY = EgressPolicy.from_strings(LOOPBACK)
 
