@@ -17,7 +17,7 @@ Shape (see README "Configuration reference"):
     control:  {checks: {name: check}}     # non-Meta targets: "is it us?"
     feeds:    {official_status: {enabled, url, interval, timeout},
                bgp: {enabled, url, prefixes, min_peers, withdrawn_ratio, connect_timeout,
-                     reconnect_max, baseline: {enabled, url, interval}}}
+                     reconnect_max, seed: {enabled, url}, baseline: {enabled, url, interval}}}
 
 A user file is merged over the catalogue key by key, so `services.facebook.checks.web.timeout: 10s`
 changes one value and `enabled: false` removes a check or a service.
@@ -171,6 +171,15 @@ class BaselineSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SeedSection:
+    enabled: bool = False
+    url: str = "https://stat.ripe.net/data/looking-glass/data.json"
+
+    def check(self) -> list[tuple[str, str]]:
+        return _url_problem(self.url, ("http", "https"))
+
+
+@dataclass(frozen=True, slots=True)
 class BgpSection:
     enabled: bool = False
     url: str = "wss://ris-live.ripe.net/v1/ws/?client=meta-outage-exporter"
@@ -180,6 +189,7 @@ class BgpSection:
     withdrawn_ratio: float = 0.5
     connect_timeout: Duration = 10.0
     reconnect_max: Duration = 60.0
+    seed: SeedSection = field(default_factory=SeedSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
 
     def check(self) -> list[tuple[str, str]]:
@@ -510,6 +520,7 @@ def _bgp_feed(section: BgpSection, services: list[ServiceSpec]) -> BgpFeed | Non
         withdrawn_ratio=section.withdrawn_ratio,
         connect_timeout=section.connect_timeout,
         reconnect_max=section.reconnect_max,
+        seed_url=section.seed.url if section.seed.enabled else None,
         baseline_url=section.baseline.url if section.baseline.enabled else None,
         baseline_interval=section.baseline.interval,
     )

@@ -109,6 +109,7 @@ def demo_feeds(feeds: FeedServer) -> dict[str, Any]:
             "min_peers": 3,
             "connect_timeout": "2s",
             "reconnect_max": "5s",
+            "seed": {"enabled": True, "url": urls["seed"]},
         },
     }
 

@@ -95,6 +95,8 @@ class BgpFeed:
     connect_timeout: float
     reconnect_max: float
     max_message_bytes: int = 1024 * 1024
+    # RIPEstat looking glass, a RIB snapshot after each connect (None: off).
+    seed_url: str | None = None
     # RIPEstat routing-status, a slow baseline of visibility (None: off).
     baseline_url: str | None = None
     baseline_interval: float = 3600.0

@@ -3,12 +3,18 @@
 A peer (a RIS collector's BGP neighbour) *sees* a watched prefix while it has a route to it
 or to a more-specific inside it; it has *withdrawn* it once its last such route is withdrawn.
 RIS Live sends no table at subscription time, so only peers heard from since (re)connecting
-are known. A prefix counts as withdrawn when at least `min_peers` peers are known and more
-than `withdrawn_ratio` of them have withdrawn it: one flapping peer is never an outage.
+are known, plus those a RIB snapshot (RIPEstat's looking glass, `seed`) shows with a route. A
+prefix counts as withdrawn when at least `min_peers` peers are known and more than
+`withdrawn_ratio` of them have withdrawn it: one flapping peer is never an outage.
+
+Without the snapshot, the peers that keep the prefix stay silent and unknown, so a partial
+withdrawal (a transit network and its customers) would look like "most peers": the snapshot
+is what makes the ratio mean most of the peers that see it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +25,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Bounds, whatever a feed sends: peers remembered per prefix, routes remembered per peer.
 MAX_PEERS_PER_PREFIX = 4096
 MAX_ROUTES_PER_PEER = 64
+# Routes one looking-glass answer may hold (RIS has about 1500 peers; a route per peer).
+MAX_SEED_ROUTES = 20_000
 
 
 class MalformedMessage(ValueError):
@@ -63,6 +71,17 @@ class PeerDown:
     peer: str
 
 
+def peer_id(collector: str, address: str) -> str:
+    """One name per BGP session, the same from both sources: RIS Live says "rrc21" (or
+    "rrc21.ripe.net"), the looking glass "RRC21"; the same neighbour address can peer with
+    several collectors, so each session counts on its own."""
+    name = collector.strip().lower().removesuffix(".ripe.net")
+    # An odd peer name is not ours to judge: it is still a distinct peer.
+    with contextlib.suppress(ValueError):
+        address = str(ipaddress.ip_address(address.strip()))
+    return f"{name}/{address}"
+
+
 def _network(text: Any, where: str) -> Network:
     if not isinstance(text, str):
         raise MalformedMessage(f"{where}: expected a prefix string, got {type(text).__name__}")
@@ -94,10 +113,9 @@ def parse_message(message: Any) -> Update | PeerDown | None:
     peer, host = data.get("peer"), data.get("host", "")
     if not isinstance(peer, str) or not isinstance(host, str):
         raise MalformedMessage("ris_message without a 'peer'")
-    # The same neighbour address can peer with several collectors: count each session.
-    peer_id = f"{host}/{peer}"
+    session = peer_id(host, peer)
     if data.get("type") == "RIS_PEER_STATE":
-        return PeerDown(peer_id) if data.get("state") in ("down", "connected") else None
+        return PeerDown(session) if data.get("state") in ("down", "connected") else None
     if data.get("type") != "UPDATE":
         return None
     timestamp = data.get("timestamp")
@@ -112,7 +130,35 @@ def parse_message(message: Any) -> Update | PeerDown | None:
             raise MalformedMessage(f"announcements[{index}] is not an object")
         announced.extend(_prefixes(item.get("prefixes"), f"announcements[{index}].prefixes"))
     withdrawn = _prefixes(data.get("withdrawals", []), "withdrawals")
-    return Update(peer_id, float(timestamp), tuple(announced), tuple(withdrawn))
+    return Update(session, float(timestamp), tuple(announced), tuple(withdrawn))
+
+
+def parse_looking_glass(document: Any) -> list[tuple[str, Network]]:
+    """(peer, route) pairs from a RIPEstat looking-glass answer:
+    data.rrcs[].{rrc, peers[].{peer, prefix}}. Raises MalformedMessage for a bad shape."""
+    try:
+        rrcs = document["data"]["rrcs"]
+    except (KeyError, TypeError):
+        raise MalformedMessage("no data.rrcs in the looking-glass answer") from None
+    if not isinstance(rrcs, list):
+        raise MalformedMessage("data.rrcs: expected a list")
+    routes: list[tuple[str, Network]] = []
+    for i, rrc in enumerate(rrcs):
+        if not isinstance(rrc, dict) or not isinstance(rrc.get("rrc"), str):
+            raise MalformedMessage(f"data.rrcs[{i}]: expected an object with an 'rrc' name")
+        entries = rrc.get("peers", [])
+        if not isinstance(entries, list):
+            raise MalformedMessage(f"data.rrcs[{i}].peers: expected a list")
+        for j, entry in enumerate(entries):
+            where = f"data.rrcs[{i}].peers[{j}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("peer"), str):
+                raise MalformedMessage(f"{where}: expected an object with a 'peer' address")
+            routes.append(
+                (peer_id(rrc["rrc"], entry["peer"]), _network(entry.get("prefix"), where))
+            )
+            if len(routes) > MAX_SEED_ROUTES:
+                raise MalformedMessage(f"more than {MAX_SEED_ROUTES} routes in one answer")
+    return routes
 
 
 class PrefixTable:
@@ -156,6 +202,26 @@ class PrefixTable:
                     routes.add(str(network))
             if mine_down and not routes:
                 state.last_withdrawal = event.timestamp
+
+    def seed(self, routes: Iterable[tuple[str, Network]]) -> int:
+        """Add the peers a RIB snapshot shows routing a watched prefix, except peers the stream
+        has already spoken of: the stream is newer. Returns how many peers were added."""
+        routes = list(routes)
+        added = 0
+        for state in self._states.values():
+            seeded: set[str] = set()
+            for peer, network in routes:
+                if not _inside(network, state.network):
+                    continue
+                if peer not in seeded:
+                    if peer in state.routes or len(state.routes) >= MAX_PEERS_PER_PREFIX:
+                        continue
+                    state.routes[peer] = set()
+                    seeded.add(peer)
+                if len(state.routes[peer]) < MAX_ROUTES_PER_PEER:
+                    state.routes[peer].add(str(network))
+            added += len(seeded)
+        return added
 
     def view(self, prefix: str) -> PrefixView:
         state = self._states[prefix]

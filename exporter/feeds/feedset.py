@@ -19,6 +19,7 @@ from .bgp import PrefixTable, PrefixView, withdrawn_set
 from .health import FeedError, FeedHealth
 from .official import Board, MalformedDocument, OfficialStatus, next_board, parse_orgs
 from .pollers import JsonPoller
+from .ribseed import LookingGlassSeed
 from .rislive import RisLiveClient
 from .transport import policed_session
 
@@ -124,8 +125,18 @@ class FeedSet:
             table = PrefixTable(
                 bgp.prefixes, min_peers=bgp.min_peers, withdrawn_ratio=bgp.withdrawn_ratio
             )
+            health = self._add_health("bgp")
+            seed = None
+            if bgp.seed_url is not None:
+                seed = LookingGlassSeed(
+                    self._add_health("bgp_seed"),
+                    bgp.seed_url,
+                    bgp.prefixes,
+                    timeout=bgp.connect_timeout,
+                    clock=clock,
+                )
             self.ris = RisLiveClient(
-                self._add_health("bgp"),
+                health,
                 table,
                 bgp.url,
                 connect_timeout=bgp.connect_timeout,
@@ -133,6 +144,7 @@ class FeedSet:
                 max_message_bytes=bgp.max_message_bytes,
                 on_change=on_bgp_change,
                 clock=clock,
+                seed=seed,
             )
             self._jobs.append(self.ris.run)
             if bgp.baseline_url is not None:

@@ -61,7 +61,7 @@ class JsonPoller:
                 return False
             if response.status != 200:
                 raise FeedFailure(FeedError.HTTP_STATUS, f"HTTP {response.status}")
-            body = await _read_capped(response, self.max_bytes)
+            body = await read_capped(response, self.max_bytes)
             self.on_document(json.loads(body), self.clock())
             # Remember validators only for a document we accepted.
             self._validators = {
@@ -75,7 +75,7 @@ class JsonPoller:
             return True
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     if response.content_length is not None and response.content_length > cap:
         raise FeedFailure(FeedError.TOO_LARGE, f"Content-Length {response.content_length} > {cap}")
     chunks, size = [], 0

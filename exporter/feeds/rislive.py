@@ -1,7 +1,8 @@
 """RIS Live over WebSocket: subscribe to the watched prefixes, feed the PrefixTable,
 reconnect with capped exponential backoff. The table is cleared on every (re)connect,
 because updates missed while disconnected would leave it wrong: a missed re-announcement
-would otherwise keep a false withdrawal alive."""
+would otherwise keep a false withdrawal alive. With a seed (ribseed.py), each connection then
+learns from a RIB snapshot which silent peers route the prefixes, retrying until it has."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 
 from .bgp import MalformedMessage, PrefixTable, parse_message, withdrawn_set
 from .health import FeedError, FeedFailure, FeedHealth, classify
+from .ribseed import LookingGlassSeed
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,10 @@ class RisLiveClient:
         max_message_bytes: int,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        seed: LookingGlassSeed | None = None,
     ) -> None:
         self.health = health
+        self.seed = seed
         self.table = table
         self.url = url
         self.connect_timeout = connect_timeout
@@ -102,11 +106,30 @@ class RisLiveClient:
             self.connected = True
             self.health.ok(self.clock(), f"streaming {len(self.table.prefixes)} prefixes")
             self.on_change()
-            async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    self._handle(message.data)
-                elif message.type is aiohttp.WSMsgType.ERROR:
-                    raise _stream_error(message.data or ws.exception())
+            # Beside the stream, not before it: a slow snapshot must not stall the updates.
+            seeding = asyncio.create_task(self._seed(session)) if self.seed else None
+            try:
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.TEXT:
+                        self._handle(message.data)
+                    elif message.type is aiohttp.WSMsgType.ERROR:
+                        raise _stream_error(message.data or ws.exception())
+            finally:
+                if seeding is not None:
+                    seeding.cancel()
+                    # wait(), not await: our own cancellation must still reach us meanwhile.
+                    await asyncio.wait([seeding])
+
+    async def _seed(self, session: aiohttp.ClientSession) -> None:
+        """Seed this connection's table once, retrying with backoff until a snapshot arrives."""
+        assert self.seed is not None
+        attempt = 0
+        while (routes := await self.seed.fetch(session)) is None:
+            await asyncio.sleep(backoff(attempt, self.reconnect_max))
+            attempt += 1
+        added = self.table.seed(routes)
+        log.info("BGP: the looking glass added %d silent peers across the prefixes", added)
+        self._update_withdrawn()
 
     def _handle(self, text: str) -> None:
         self.messages += 1

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 STATUS_PATH = "/data/orgs.json"
 RIS_PATH = "/v1/ws/"
 BASELINE_PATH = "/data/routing-status/data.json"
+LOOKING_GLASS_PATH = "/data/looking-glass/data.json"
 META_ASN = 32934
 # Status orgs seen on metastatus.com (facts file), each with one component.
 DEFAULT_ORGS = (
@@ -123,9 +124,11 @@ def peers(count: int) -> list[str]:
 
 
 class RisLive:
-    """A RIS Live hub: records subscriptions, sends what it is told to every client."""
+    """A RIS Live hub: records subscriptions, sends what it is told to every client, and keeps
+    the routing table those updates make (what the looking glass shows)."""
 
     def __init__(self) -> None:
+        self.rib: dict[str, set[str]] = {}  # peer -> prefixes it announces now
         self.clients: set[web.WebSocketResponse] = set()
         self.subscriptions: list[dict[str, Any]] = []
         self.connections = 0
@@ -160,12 +163,20 @@ class RisLive:
                 self.clients.discard(ws)
         return sent
 
-    async def update(self, peer_list: Iterable[str], **change: Iterable[str]) -> int:
+    async def update(
+        self, peer_list: Iterable[str], announce: Iterable[str] = (), withdraw: Iterable[str] = ()
+    ) -> int:
+        announce, withdraw = list(announce), list(withdraw)
         sent = 0
         for peer in peer_list:
+            routes = self.rib.setdefault(peer, set())
+            routes.difference_update(withdraw)
+            routes.update(announce)
             self.clock += 0.25
             sent = await self.send_text(
-                json.dumps(ris_update(peer, timestamp=self.clock, **change))
+                json.dumps(
+                    ris_update(peer, announce=announce, withdraw=withdraw, timestamp=self.clock)
+                )
             )
         return sent
 
@@ -189,17 +200,50 @@ class Baseline:
         return web.json_response({"data": {"resource": resource, "visibility": visibility}})
 
 
+class LookingGlass:
+    """RIPEstat's looking glass over the hub's routing table: for a prefix, every peer that
+    announces exactly it, under collector "RRC00" (RIS Live says "rrc00": both spellings)."""
+
+    def __init__(self, ris: RisLive) -> None:
+        self.ris = ris
+        self.requests = 0
+        self.http_status = 200
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.http_status != 200:
+            return web.Response(status=self.http_status, text="unavailable")
+        resource = request.query.get("resource", "")
+        peers = [
+            {
+                "asn_origin": str(META_ASN),
+                "as_path": f"64500 3356 {META_ASN}",
+                "prefix": resource,
+                "peer": peer,
+                "origin": "IGP",
+                "next_hop": peer,
+                "latest_time": "2021-10-04T15:20:00",
+            }
+            for peer, routes in sorted(self.ris.rib.items())
+            if resource in routes
+        ]
+        rrcs = [{"rrc": "RRC00", "location": "Amsterdam, NL", "peers": peers}] if peers else []
+        return web.json_response({"data": {"rrcs": rrcs}, "status": "ok"})
+
+
 class FeedServer:
-    """All three fakes on one HTTP listener."""
+    """All four fakes on one HTTP listener."""
 
     def __init__(self) -> None:
         self.status = StatusPage()
         self.ris = RisLive()
+        self.looking_glass = LookingGlass(self.ris)
         self.baseline = Baseline()
         app = web.Application()
         app.router.add_get(STATUS_PATH, self.status.handle)
         app.router.add_get(RIS_PATH, self.ris.handle)
         app.router.add_get(BASELINE_PATH, self.baseline.handle)
+        app.router.add_get(LOOKING_GLASS_PATH, self.looking_glass.handle)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=0.5
         )
@@ -222,6 +266,7 @@ class FeedServer:
             "official_status": f"http://{self.base}{STATUS_PATH}",
             "bgp": f"ws://{self.base}{RIS_PATH}?client=meta-outage-exporter-test",
             "baseline": f"http://{self.base}{BASELINE_PATH}",
+            "seed": f"http://{self.base}{LOOKING_GLASS_PATH}",
         }
 
     def state(self) -> dict[str, Any]:
@@ -231,6 +276,7 @@ class FeedServer:
             "ris_connections": self.ris.connections,
             "ris_clients": len(self.ris.clients),
             "ris_subscriptions": self.ris.subscriptions,
+            "looking_glass_requests": self.looking_glass.requests,
         }
 
 
@@ -274,6 +320,11 @@ def build_feeds_control_app(server: FeedServer) -> web.Application:
         server.status.reset()
         return web.json_response({"ok": True})
 
+    async def put_looking_glass(request: web.Request) -> web.Response:
+        doc = await read_body(request, {"http_status"}, set())
+        server.looking_glass.http_status = int(doc["http_status"])
+        return web.json_response({"ok": True})
+
     async def post_disconnect(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "closed": await server.ris.disconnect()})
 
@@ -284,6 +335,7 @@ def build_feeds_control_app(server: FeedServer) -> web.Application:
     app.router.add_post("/bgp/update", post_bgp)
     app.router.add_post("/bgp/raw", post_bgp_raw)
     app.router.add_post("/bgp/disconnect", post_disconnect)
+    app.router.add_put("/bgp/looking-glass", put_looking_glass)
     app.router.add_post("/reset", post_reset)
     return app
 

@@ -188,7 +188,12 @@
     major_disruption: { symbol: "\u2716", label: "major disruptions" },
     unknown: { symbol: "?", label: "status not understood" },
   };
-  const FEED_NAMES = { official_status: "Meta's status page", bgp: "RIS Live (BGP)", bgp_baseline: "RIPEstat" };
+  const FEED_NAMES = {
+    official_status: "Meta's status page",
+    bgp: "RIS Live (BGP)",
+    bgp_seed: "RIPEstat looking glass",
+    bgp_baseline: "RIPEstat routing status",
+  };
 
   function renderFeeds(data) {
     const feeds = data.status.feeds;

@@ -29,7 +29,7 @@ async def feeds() -> AsyncIterator[FeedServer]:
     await server.close()
 
 
-def feeds_config(feeds: FeedServer, **options: str | None) -> config.Config:
+def feeds_config(feeds: FeedServer, **options: str | bool | None) -> config.Config:
     return config.parse(feeds_config_text(feeds, **options), "feeds-test.yml")
 
 
@@ -39,6 +39,7 @@ def feeds_config_text(
     allow: str = "127.0.0.0/8",
     bgp_url: str | None = None,
     status_url: str | None = None,
+    seed: bool = True,
 ) -> str:
     urls = feeds.urls()
     text = textwrap.dedent(
@@ -56,6 +57,7 @@ def feeds_config_text(
             min_peers: 3
             connect_timeout: 1s
             reconnect_max: 500ms
+            seed: {{enabled: {str(seed).lower()}, url: "{urls["seed"]}"}}
             baseline: {{enabled: true, url: "{urls["baseline"]}", interval: 60s}}
         services:
           facebook:
@@ -155,6 +157,66 @@ async def test_disconnects_clear_state_and_reconnect_with_backoff(
         assert runtime.feeds.view().bgp[DNS_A].known == 0
         errors = feed_health(client, "bgp").errors
         assert sum(errors.values()) >= 1
+
+
+@pytest.mark.parametrize("seed", [True, False], ids=["seeded", "unseeded"])
+async def test_the_seed_makes_most_peers_mean_most_of_those_routing_it(
+    feeds: FeedServer, start: Callable, seed: bool
+) -> None:
+    """20 peers route both prefixes and stay silent; then 10 withdraw both. Seeded from the
+    looking glass, 10 of 20 is not most. Unseeded, the silent 10 are unknown and 10 of 10 looks
+    like most: the false alarm the seed is there to prevent."""
+    await feeds.ris.update(peers(20), announce=[DNS_A, DNS_B])  # before we connect: unheard
+    async with start(feeds_config(feeds, seed=seed)) as client:
+        runtime: Runtime = client.app[RUNTIME]
+        ris = runtime.feeds.ris
+        if seed:
+            await wait_for(lambda: feed_health(client, "bgp_seed").up)
+            await wait_for(lambda: runtime.feeds.view().bgp[DNS_A].seeing == 20)
+            assert feeds.looking_glass.requests == 3  # one per watched prefix
+            assert runtime.feeds.view().bgp[EXTRA_V6].known == 0  # nobody routes it
+        else:
+            await wait_for(lambda: ris.connected)
+            assert feeds.looking_glass.requests == 0
+            assert all(h.name != "bgp_seed" for h in runtime.feeds.view().health)
+        await wait_for(lambda: status_of(client, "instagram") == ("up", "none"))
+
+        await feeds.ris.update(peers(20)[:10], withdraw=[DNS_A, DNS_B])
+        await wait_for(lambda: ris.messages >= 10)
+        if not seed:
+            await wait_for(lambda: status_of(client, "instagram") == ("down", "bgp"))
+            return
+        view = runtime.feeds.view().bgp[DNS_A]
+        assert (view.seeing, view.withdrawn, view.withdrawn_now) == (10, 10, False)
+        assert status_of(client, "instagram") == ("up", "none")
+
+        await feeds.ris.update(peers(20)[10:12], withdraw=[DNS_A, DNS_B])  # 12 of 20: most
+        await wait_for(lambda: status_of(client, "instagram") == ("down", "bgp"), timeout=2)
+
+        # A reconnect starts afresh and seeds again from what the looking glass shows now.
+        await feeds.ris.disconnect()
+        await wait_for(lambda: feeds.ris.connections == 2 and feeds.looking_glass.requests == 6)
+        await wait_for(lambda: ris.connected and runtime.feeds.view().bgp[DNS_A].known == 8)
+        assert status_of(client, "instagram") == ("up", "none")  # 8 seen, nothing withdrawn
+
+
+async def test_a_failed_seed_is_reported_and_retried(feeds: FeedServer, start: Callable) -> None:
+    await feeds.ris.update(peers(12), announce=[DNS_A, DNS_B])
+    feeds.looking_glass.http_status = 503
+    async with start(feeds_config(feeds)) as client:
+        runtime: Runtime = client.app[RUNTIME]
+        await wait_for(lambda: feed_health(client, "bgp_seed").errors)
+        assert not feed_health(client, "bgp_seed").up
+        assert feed_health(client, "bgp").up and runtime.feeds.ris.connected  # streams unseeded
+        assert runtime.feeds.view().bgp[DNS_A].known == 0
+        families = await scrape(client)
+        up = {s.labels["feed"]: s.value for s in families["meta_feed_up"].samples}
+        assert up["bgp_seed"] == 0.0 and up["bgp"] == 1.0
+
+        feeds.looking_glass.http_status = 200  # retried with backoff (reconnect_max 500 ms)
+        await wait_for(lambda: feed_health(client, "bgp_seed").up, timeout=5)
+        assert runtime.feeds.view().bgp[DNS_A].seeing == 12
+        assert feeds.ris.connections == 1  # the stream itself was never dropped
 
 
 async def test_malformed_and_oversized_messages(
@@ -313,6 +375,7 @@ async def test_the_egress_policy_fences_the_feeds_in(feeds: FeedServer, start: C
         for name in ("bgp", "official_status", "bgp_baseline"):
             assert set(feed_health(client, name).errors) == {_error("blocked_by_policy")}, name
         assert feeds.status.requests == 0 and feeds.ris.connections == 0
+        assert feeds.looking_glass.requests == 0
 
 
 async def test_a_reload_keeps_the_stream_when_its_settings_are_unchanged(

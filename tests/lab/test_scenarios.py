@@ -240,6 +240,8 @@ def test_10_october_2021_replay_with_bgp_shows_bgp_first_then_dns(
     assert recursive["success"], "recursive DNS already failing: the bgp signal was not first"
     withdrawn = {s.labels["prefix"]: s.value for s in samples(lab, "meta_bgp_prefix_withdrawn")}
     assert withdrawn == {"10.129.30.0/23": 1.0, "10.185.218.0/23": 1.0}
+    feeds_up = {s.labels["feed"]: s.value for s in samples(lab, "meta_feed_up")}
+    assert feeds_up.get("bgp_seed") == 1.0, feeds_up  # the looking glass answered at connect
 
     # The resolver's cache expires: DNS fails under the withdrawn prefixes; bgp stays the cause.
     def dns_servfail() -> bool:

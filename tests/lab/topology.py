@@ -273,6 +273,7 @@ def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
                 "min_peers": 3,
                 "connect_timeout": "2s",
                 "reconnect_max": "2s",
+                "seed": {"enabled": True, "url": f"http://{feeds}/data/looking-glass/data.json"},
             },
         },
         "control": {

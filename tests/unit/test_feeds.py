@@ -168,6 +168,100 @@ def test_memory_is_bounded_whatever_the_feed_sends() -> None:
     assert len(t._states[DNS_A].routes["rrc00/p0"]) == bgp.MAX_ROUTES_PER_PEER
 
 
+# -- the looking-glass seed ------------------------------------------------------------------
+
+
+def looking_glass(*rrcs: tuple[str, list[tuple[str, str]]]) -> dict:
+    """A RIPEstat looking-glass answer: per collector, (peer, route) entries."""
+    return {
+        "data": {
+            "rrcs": [
+                {
+                    "rrc": name,
+                    "location": "Amsterdam, NL",
+                    "peers": [
+                        {"peer": peer, "prefix": route, "as_path": "64500 32934"}
+                        for peer, route in entries
+                    ],
+                }
+                for name, entries in rrcs
+            ]
+        }
+    }
+
+
+def test_looking_glass_and_ris_live_name_a_peer_alike() -> None:
+    routes = bgp.parse_looking_glass(
+        looking_glass(("RRC21", [("2001:DB8::0:1", DNS_A), ("192.0.2.1", DNS_A)]))
+    )
+    assert [peer for peer, _ in routes] == ["rrc21/2001:db8::1", "rrc21/192.0.2.1"]
+    live = bgp.parse_message(ris_update("2001:db8::1", announce=[DNS_A], host="rrc21.ripe.net"))
+    assert isinstance(live, bgp.Update) and live.peer == routes[0][0]
+
+
+def test_the_seed_adds_silent_peers_and_never_overrides_the_stream() -> None:
+    t = table(min_peers=3)
+    feed(t, ["p1"], withdraw=[DNS_A])  # the stream spoke of p1 after the snapshot was taken
+    added = t.seed(
+        bgp.parse_looking_glass(
+            looking_glass(
+                ("rrc00", [("p1", DNS_A), ("p2", DNS_A), ("p2", "129.134.31.0/24")]),
+                ("rrc01", [("p2", DNS_A), ("p3", "10.0.0.0/8")]),  # another session; not ours
+            )
+        )
+    )
+    view = t.view(DNS_A)
+    assert added == 2 and (view.seeing, view.withdrawn) == (2, 1)  # rrc00/p2, rrc01/p2; p1 out
+    assert t._states[DNS_A].routes["rrc00/p2"] == {DNS_A, "129.134.31.0/24"}
+    assert t.view(DNS_B).known == 0
+    # Seeded peers then follow the stream like any other.
+    feed(t, ["p2"], withdraw=[DNS_A, "129.134.31.0/24"])
+    assert t.view(DNS_A).withdrawn == 2 and t.view(DNS_A).seeing == 1
+
+
+def test_the_seed_is_bounded_like_the_stream() -> None:
+    t = table(min_peers=1)
+    many = [(f"rrc00/p{i}", bgp._network(DNS_A, "x")) for i in range(bgp.MAX_PEERS_PER_PREFIX + 9)]
+    assert t.seed(many) == bgp.MAX_PEERS_PER_PREFIX
+    assert t.view(DNS_A).known == bgp.MAX_PEERS_PER_PREFIX
+    huge = looking_glass(("rrc00", [("p", DNS_A)] * (bgp.MAX_SEED_ROUTES + 1)))
+    with pytest.raises(bgp.MalformedMessage, match="more than 20000 routes"):
+        bgp.parse_looking_glass(huge)
+
+
+@pytest.mark.parametrize(
+    ("document", "complaint"),
+    [
+        ({}, "no data.rrcs"),
+        ({"data": {"rrcs": {}}}, "data.rrcs: expected a list"),
+        ({"data": {"rrcs": [{"peers": []}]}}, "data.rrcs[0]: expected an object with an 'rrc'"),
+        ({"data": {"rrcs": [{"rrc": "RRC00", "peers": 3}]}}, "data.rrcs[0].peers: expected a list"),
+        (
+            {"data": {"rrcs": [{"rrc": "RRC00", "peers": [{"prefix": DNS_A}]}]}},
+            "peers[0]: expected",
+        ),
+        (
+            {"data": {"rrcs": [{"rrc": "RRC00", "peers": [{"peer": "p", "prefix": "x"}]}]}},
+            "data.rrcs[0].peers[0]: 'x' is not a prefix",
+        ),
+    ],
+)
+def test_a_malformed_looking_glass_answer_says_where(document: object, complaint: str) -> None:
+    with pytest.raises(bgp.MalformedMessage) as error:
+        bgp.parse_looking_glass(document)
+    assert complaint in str(error.value)
+
+
+def test_a_bad_seed_url_names_the_place() -> None:
+    text = "feeds:\n  bgp:\n    seed: {enabled: true, url: 'wss://x/'}\n"
+    with pytest.raises(config.ConfigError) as error:
+        config.parse(text, "x.yml")
+    assert (
+        "x.yml:3:32: feeds.bgp.seed.url: 'wss://x/' must be an absolute http or https URL"
+        in str(error.value)
+    )
+
+
 # -- the official status page -----------------------------------------------------------------
 
 
