@@ -120,7 +120,8 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
         why = "blocked by the egress policy" if blocked else "failing"
         return VantageHealth(
             False,
-            f"every control check is {why}: the problem is this vantage's network, not Meta",
+            f"every control check is {why}: the problem is this vantage's network, "
+            "so Meta cannot be judged from here",
             settled,
             dns_ok,
             verified_at,
@@ -199,7 +200,8 @@ def service_verdict(
             if s.last
         )
         return Verdict(Status.DEGRADED, Layer.NONE, f"slow: {names}")
-    return Verdict(Status.UP, Layer.NONE, f"{len(measured)} checks pass")
+    passing = "1 check passes" if len(measured) == 1 else f"{len(measured)} checks pass"
+    return Verdict(Status.UP, Layer.NONE, passing)
 
 
 def _bgp_verdict(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from exporter.model import Layer, ProbeResult, Reason, Status
@@ -141,6 +143,26 @@ def test_service_verdict(states: dict[str, CheckState], status: Status, layer: L
     keyed = {("facebook", name): state for name, state in states.items()}
     verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
     assert (verdict.status, verdict.layer) == (status, layer), verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("names", "detail"), [(("web",), "1 check passes"), (("web", "graph"), "2 checks pass")]
+)
+def test_an_up_detail_counts_its_checks_in_plain_words(names: tuple[str, ...], detail: str) -> None:
+    service = dataclasses.replace(
+        SERVICE, checks=tuple(c for c in SERVICE.checks if c.name in names)
+    )
+    keyed = {("facebook", name): ok() for name in names}
+    assert service_verdict(service, keyed, UP_VANTAGE, CONFIRM).detail == detail
+
+
+def test_an_offline_vantage_claims_nothing_about_meta() -> None:
+    health = vantage_health(zip(CONTROL, [failing(Reason.TCP_TIMEOUT)] * 2, strict=True), CONFIRM)
+    assert not health.up
+    assert health.detail == (
+        "every control check is failing: the problem is this vantage's network, "
+        "so Meta cannot be judged from here"
+    )
 
 
 def test_vantage_down_makes_every_service_unknown() -> None:
