@@ -27,7 +27,9 @@ from . import __version__, checkview, config, logsetup, webconfig
 from .checkview import EXIT_OK, EXIT_VANTAGE_OR_CONFIG
 from .runtime import Runtime
 from .spec import Config
+from .webauth import BasicAuth
 from .webconfig import WebConfig
+from .webreload import LiveWebConfig
 
 log = logging.getLogger("exporter")
 
@@ -183,7 +185,16 @@ async def serve(
     from .web import init_app  # imported here: `check` and `validate` need no web server
 
     runtime = Runtime(initial)
-    app = init_app(runtime, loader, auth_users=web_config.users if web_config else None)
+    auth = live_web = None
+    if web_config is not None:
+        auth = BasicAuth(web_config.users)
+        live_web = LiveWebConfig(web_config, auth)
+    app = init_app(
+        runtime,
+        loader,
+        auth=auth,
+        extra_collectors=[live_web.collector()] if live_web else [],
+    )
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_GRACE
     )
@@ -217,6 +228,8 @@ async def serve(
     if background is not None:
         spawn(background)
     spawn(freeze_when_warm(runtime))
+    if live_web is not None:
+        spawn(live_web.run())
     await stop.wait()
     log.info("shutting down: no new probes, cancelling those in flight")
     try:

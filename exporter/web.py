@@ -8,13 +8,14 @@ cleanup_ctx, so the app owns its background work as aiohttp recommends.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from aiohttp.payload import AsyncIterablePayload
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from . import __version__, exposition, probe_endpoint, statuspage, webauth
 from .feeds.report import feeds_document
@@ -204,13 +205,16 @@ def init_app(
     loader: ConfigLoader,
     *,
     start_probing: bool = True,
-    auth_users: Mapping[str, bytes] | None = None,
+    auth: webauth.BasicAuth | None = None,
+    extra_collectors: Iterable[Collector] = (),
 ) -> web.Application:
     # Basic auth (--web.config.file) covers every route, /-/healthy and 404s included.
-    app = web.Application(middlewares=webauth.middlewares(auth_users))
+    app = web.Application(middlewares=webauth.middlewares(auth))
     app[RUNTIME] = runtime
     app[LOADER] = loader
     app[REGISTRY] = build_registry(runtime.snapshot, checks=False)
+    for collector in extra_collectors:
+        app[REGISTRY].register(collector)
     app.router.add_get("/", status_page)
     app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_get("/metrics", metrics)

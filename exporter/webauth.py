@@ -4,7 +4,8 @@ bcrypt is slow on purpose (tens of ms per check), so it runs in a worker thread,
 event loop that times the probes, and a verified user:password is remembered for a short
 while under a keyed digest (never in clear). An unknown user costs a bcrypt check too, so
 timing does not tell which user names exist; failures are never cached. Nothing here logs
-or returns a password or a hash.
+or returns a password or a hash. With no users configured every request passes, as in
+exporter-toolkit; users can be replaced while running (a re-read web config).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class BasicAuth:
         # Any valid hash works: it only makes unknown users cost as much as known ones.
         self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(rounds=10))
 
+    def replace_users(self, users: Mapping[str, bytes]) -> None:
+        """New users take effect at the next request; remembered successes are forgotten, so
+        a removed user or a changed password is refused at once."""
+        self._users = dict(users)
+        self._verified.clear()
+
     def _digest(self, user: str, password: bytes, hashed: bytes) -> bytes:
         message = user.encode() + b"\0" + password + b"\0" + hashed
         return hmac.new(self._key, message, hashlib.sha256).digest()
@@ -96,6 +103,8 @@ class BasicAuth:
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
         async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not self._users:
+                return await handler(request)
             credentials = parse_basic(request.headers.get("Authorization", ""))
             if credentials is None or not await self.verify(*credentials):
                 return unauthorized()
@@ -112,6 +121,6 @@ def unauthorized() -> web.Response:
     )
 
 
-def middlewares(users: Mapping[str, bytes] | None) -> list:  # type: ignore[type-arg]
-    """The middleware list for the app: basic auth when users are configured, else none."""
-    return [BasicAuth(users).middleware()] if users else []
+def middlewares(auth: BasicAuth | None) -> list:  # type: ignore[type-arg]
+    """The middleware list for the app: basic auth with a web config, else none."""
+    return [auth.middleware()] if auth is not None else []

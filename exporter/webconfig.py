@@ -11,7 +11,8 @@
       prometheus: $2y$10$...         # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
 
 Errors name file:line:column like the main config's. No error message, and no log line,
-ever shows a hash: a type error says what was expected, not what was found.
+ever shows a hash: a type error says what was expected, not what was found. The running
+exporter re-reads the file when it or a file it names changes (webreload.py).
 """
 
 from __future__ import annotations
@@ -66,12 +67,32 @@ class TlsServerSection:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The files a TLS section named, resolved against the web config file's directory."""
+
+    cert: FsPath
+    key: FsPath
+    client_ca: FsPath | None
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig:
     """What the web server needs: a TLS context (None: plain HTTP) and bcrypt hashes by user."""
 
     ssl_context: ssl.SSLContext | None
     users: Mapping[str, bytes]
     source: str
+    tls_files: TlsFiles | None = None
+
+    @property
+    def files(self) -> tuple[FsPath, ...]:
+        """Every file this config was built from: a change to any one means re-reading."""
+        named = (
+            (self.tls_files.cert, self.tls_files.key, self.tls_files.client_ca)
+            if self.tls_files
+            else ()
+        )
+        return (FsPath(self.source), *(f for f in named if f is not None))
 
     @property
     def scheme(self) -> str:
@@ -156,7 +177,7 @@ def parse(text: str, file: str) -> WebConfig:
                 "supported: tls_server_config, basic_auth_users",
             )
     users = _users(data.get("basic_auth_users"), builder)
-    context = None
+    context, files = None, None
     raw_tls = data.get("tls_server_config")
     if raw_tls is not None:
         base = FsPath(file).parent
@@ -169,12 +190,14 @@ def parse(text: str, file: str) -> WebConfig:
         if section is not None and not builder.problems:
             try:
                 context = server_ssl_context(section, base)
+                client_ca = base / section.client_ca_file if section.client_ca_file else None
+                files = TlsFiles(base / section.cert_file, base / section.key_file, client_ca)
             except ValueError as exc:
                 key = str(exc).split(":", 1)[0].split("/", 1)[0]
                 builder.fail(("tls_server_config", key), str(exc))
     if builder.problems:
         raise _located(builder.problems, document)
-    return WebConfig(context, MappingProxyType(users), file)
+    return WebConfig(context, MappingProxyType(users), file, files)
 
 
 def load(path: str) -> WebConfig:

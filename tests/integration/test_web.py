@@ -77,9 +77,12 @@ async def test_metrics_match_readme_reference(client: TestClient, frontend: Fron
         for sample in family.samples:
             assert set(sample.labels) - {"le"} == labels, (name, sample.labels)
         seen.add(documented)
-    # The feeds' metrics need the fake feeds: tests/integration/test_feeds.py holds them to README.
+    # The feeds' metrics need the fake feeds (tests/integration/test_feeds.py holds them to
+    # README), the web config's a --web.config.file (test_web_config_reload.py).
     feed_metrics = {
-        n for n in reference if n.startswith(("meta_feed_", "meta_official_", "meta_bgp_"))
+        n
+        for n in reference
+        if n.startswith(("meta_feed_", "meta_official_", "meta_bgp_", "meta_exporter_web_config_"))
     }
     missing = set(reference) - feed_metrics - seen
     assert not missing, f"documented but never exposed: {missing}"
