@@ -3,7 +3,8 @@
 Certificates come from the lab CA (trustme); clients are real (aiohttp, the ssl module).
 Every endpoint is asked without credentials, with a wrong password, as an unknown user and
 with the right credentials; TLS is asked with the CA, without it, as plain HTTP, and by a
-client capped at TLS 1.2 when the server's min_version is TLS13.
+client capped at TLS 1.2 when the server's min_version is TLS13; with client certificates
+required, by clients with none, an untrusted one and a trusted one.
 """
 
 from __future__ import annotations
@@ -163,3 +164,40 @@ async def test_invalid_web_config_exits_2_naming_file_and_line(
     text = stderr.decode()
     assert "invalid web configuration" in text
     assert f"{web}:2:14: tls_server_config.cert_file: cannot read" in text, text
+
+
+async def test_client_certificates_when_required(
+    config_file: Path, lab_ca: LabCA, tmp_path: Path
+) -> None:
+    """RequireAndVerifyClientCert: no certificate, or one from a CA the server does not trust,
+    gets no HTTP answer at all; the lab CA's client certificate (and the password) does."""
+    web = write_web_config(tmp_path, lab_ca, min_version="TLS12")
+    lab_ca.ca_pem_path(tmp_path)
+    web.write_text(
+        web.read_text()
+        + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: lab-ca.pem\n"
+    )
+    trusted_client = lab_ca.issue(["prometheus.example"])
+    untrusted_client = lab_ca.other_issuer.issue_cert("prometheus.example")
+
+    def client_context(leaf: object | None) -> ssl.SSLContext:
+        context = lab_ca.client_ssl_context()
+        if leaf is not None:
+            leaf.configure_cert(context)  # type: ignore[attr-defined]
+        return context
+
+    async def get(context: ssl.SSLContext, base: str) -> int:
+        connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get(f"{base}/metrics", headers=basic(USER, PASSWORD)) as response,
+        ):
+            return response.status
+
+    async with exporter_process(
+        "--config.file", str(config_file), "--web.config.file", str(web)
+    ) as run:
+        for leaf in (None, untrusted_client):
+            with pytest.raises(aiohttp.ClientError):  # the handshake fails: an alert, a reset
+                await get(client_context(leaf), run.base)
+        assert await get(client_context(trusted_client), run.base) == 200
