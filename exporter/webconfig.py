@@ -17,9 +17,11 @@ exporter re-reads the file when it or a file it names changes (webreload.py).
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from types import MappingProxyType
 from typing import Any, Literal
@@ -68,11 +70,16 @@ class TlsServerSection:
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    """The files a TLS section named, resolved against the web config file's directory."""
+    """The files a TLS section named (resolved against the web config file's directory) and
+    what they held when read: the context is built from these bytes, and so is a live update
+    (webreload.py), so what was validated is exactly what gets loaded."""
 
     cert: FsPath
     key: FsPath
     client_ca: FsPath | None
+    cert_pem: bytes = field(repr=False, default=b"")
+    key_pem: bytes = field(repr=False, default=b"")
+    client_ca_pem: bytes | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +114,67 @@ def _readable(path: FsPath, key: str) -> list[tuple[str, str]]:
     return []
 
 
-def server_ssl_context(section: TlsServerSection, base: FsPath) -> ssl.SSLContext:
-    """A server context from the section; raises ValueError naming the key at fault."""
+@contextmanager
+def _in_memory(*contents: bytes) -> Iterator[list[str]]:
+    """Paths that read back `contents`: the ssl module loads certificates from paths only.
+    Anonymous memory files (no disk, fine on a read-only root filesystem)."""
+    fds = []
+    try:
+        for content in contents:
+            fd = os.memfd_create("meta-outage-exporter-tls", os.MFD_CLOEXEC)
+            fds.append(fd)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+        yield [f"/proc/self/fd/{fd}" for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def load_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Certificate chain and key from memory. An encrypted key fails at once (empty
+    password) instead of OpenSSL prompting on a terminal and blocking the event loop."""
+    with _in_memory(cert_pem, key_pem) as (cert, key):
+        context.load_cert_chain(cert, key, password=b"")
+
+
+def read_tls_files(section: TlsServerSection, base: FsPath) -> TlsFiles:
+    """Reads each file once; raises ValueError naming the key at fault."""
+    contents: dict[str, bytes | None] = {}
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        name = getattr(section, key)
+        try:
+            contents[key] = (base / name).read_bytes() if name else None
+        except OSError as exc:
+            raise ValueError(f"{key}: cannot read {base / name}: {exc.strerror}") from None
+    return TlsFiles(
+        base / section.cert_file,
+        base / section.key_file,
+        base / section.client_ca_file if section.client_ca_file else None,
+        contents["cert_file"] or b"",
+        contents["key_file"] or b"",
+        contents["client_ca_file"],
+    )
+
+
+def server_ssl_context(section: TlsServerSection, files: TlsFiles) -> ssl.SSLContext:
+    """A server context from the section and the files' bytes; raises ValueError naming the
+    key at fault."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _TLS_VERSIONS[section.min_version]
     if section.max_version:
         context.maximum_version = _TLS_VERSIONS[section.max_version]
     try:
-        context.load_cert_chain(base / section.cert_file, base / section.key_file)
+        load_pair(context, files.cert_pem, files.key_pem)
     except (ssl.SSLError, OSError) as exc:
         raise ValueError(f"cert_file/key_file: cannot load the pair: {exc}") from None
     context.verify_mode = _CLIENT_AUTH[section.client_auth_type]
-    if section.client_ca_file:
+    if files.client_ca_pem is not None:
         try:
-            context.load_verify_locations(base / section.client_ca_file)
+            # A file path, not cadata: OpenSSL's file loader skips text around the PEM blocks.
+            with _in_memory(files.client_ca_pem) as (client_ca,):
+                context.load_verify_locations(cafile=client_ca)
         except (ssl.SSLError, OSError) as exc:
             raise ValueError(f"client_ca_file: cannot load: {exc}") from None
     return context
@@ -136,8 +190,14 @@ def _users(raw: Any, builder: Builder) -> dict[str, bytes]:
         return {}
     users = {}
     for user, hashed in raw.items():
-        if not user or ":" in user:
-            builder.fail((*path, user), "a user name must be non-empty and have no ':'")
+        if not isinstance(user, str) or not user or ":" in user:
+            # htpasswd's "user:hash" pasted as a key would put the hash in the path: cut it.
+            shown = str(user).split(":", 1)[0]
+            builder.fail(
+                path,
+                f"user {shown!r}: a user name must be non-empty text with no ':'",
+                "write htpasswd's user:hash line as  user: hash",
+            )
             continue
         encoded = hashed.encode() if isinstance(hashed, str) else b""
         if not (encoded.startswith(_BCRYPT_PREFIXES) and len(encoded) == _BCRYPT_LENGTH):
@@ -189,9 +249,8 @@ def parse(text: str, file: str) -> WebConfig:
                     builder.fail(("tls_server_config", field), message)
         if section is not None and not builder.problems:
             try:
-                context = server_ssl_context(section, base)
-                client_ca = base / section.client_ca_file if section.client_ca_file else None
-                files = TlsFiles(base / section.cert_file, base / section.key_file, client_ca)
+                files = read_tls_files(section, base)
+                context = server_ssl_context(section, files)
             except ValueError as exc:
                 key = str(exc).split(":", 1)[0].split("/", 1)[0]
                 builder.fail(("tls_server_config", key), str(exc))

@@ -2,17 +2,22 @@
 
 exporter-toolkit reads its web config on every request, so rotated certificates and changed
 users take effect without a restart; operators (and cert-manager) rely on that. Here the
-files are looked at once a second (a stat each, no read when nothing changed):
+files are looked at once a second (a stat each, no read when nothing changed), and a change
+is read once it has held still for a tick, so a rotation written in two steps is not caught
+half done:
 
 - users: replaced for the next request, remembered logins forgotten;
-- TLS: the new certificate and key, versions and client-auth settings go into the listening
-  context in place, so new connections get them and open ones keep theirs;
-- a new file that does not load is refused, logged once per change, and the running config
-  stays (`meta_exporter_web_config_last_reload_successful` 0), like a bad main config.
+- TLS: the new certificate and key (the very bytes that were validated) and TLS versions go
+  into the listening context in place: new connections get them, open ones keep theirs;
+- a change that does not load is refused, logged when its error changes, and the running
+  config stays (`meta_exporter_web_config_last_reload_successful` 0), like a bad main config;
+  refused configs are read again every RETRY_REFUSED seconds, as they may name files that
+  appear later.
 
-Two changes cannot be made in place and are refused the same way: switching between plain
-HTTP and TLS (the listener would have to be rebuilt), and dropping a client CA (OpenSSL can
-add trusted CAs to a live context, never remove them); both need a restart.
+Refused the same way, because they need a restart: switching between plain HTTP and TLS
+(the listener would have to be rebuilt), and any change to client certificate checking
+(client_auth_type, client_ca_file or its contents): a client resuming an earlier TLS session
+skips the certificate check, so a live change would not reach everyone.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import webconfig
-from .config import ConfigError
 from .webauth import BasicAuth
-from .webconfig import WebConfig
+from .webconfig import WebConfig, load_pair
 
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 1.0
+RETRY_REFUSED = 5.0
 
 Fingerprint = tuple[tuple[str, int, int, int] | tuple[str], ...]
 
@@ -58,32 +63,23 @@ class RestartNeeded(ValueError):
     """A change the running server cannot take in place."""
 
 
-def _read_client_ca(config: WebConfig) -> bytes | None:
-    files = config.tls_files
-    return files.client_ca.read_bytes() if files is not None and files.client_ca else None
+def _client_checking(config: WebConfig) -> tuple[ssl.VerifyMode, bytes | None]:
+    context, files = config.ssl_context, config.tls_files
+    assert context is not None and files is not None
+    return context.verify_mode, files.client_ca_pem
 
 
-def apply_tls(live: ssl.SSLContext, new: WebConfig, trusted: bytes | None) -> bytes | None:
-    """Copy the new TLS settings into the listening context; returns the client CAs now
-    trusted. The new config already loaded its files into a context of its own, so they are
-    known to be good. `trusted`: the client CAs the live context was given so far."""
+def apply_tls(live: ssl.SSLContext, new: WebConfig, current: WebConfig) -> None:
+    """Copy the new certificate, key and TLS versions into the listening context."""
     assert new.ssl_context is not None and new.tls_files is not None
-    client_ca = _read_client_ca(new)
-    if trusted is not None and client_ca is None:
-        raise RestartNeeded("client_ca_file was removed: trusted CAs cannot be dropped live")
-    live.load_cert_chain(new.tls_files.cert, new.tls_files.key)
+    if _client_checking(new) != _client_checking(current):
+        raise RestartNeeded(
+            "client certificate checking changed (client_auth_type, client_ca_file or its "
+            "contents): a restart applies it, since resumed TLS sessions would skip it"
+        )
+    load_pair(live, new.tls_files.cert_pem, new.tls_files.key_pem)
     live.minimum_version = new.ssl_context.minimum_version
     live.maximum_version = new.ssl_context.maximum_version
-    live.verify_mode = new.ssl_context.verify_mode
-    if client_ca is not None and client_ca != trusted:
-        live.load_verify_locations(cadata=client_ca.decode("ascii", "replace"))
-        if trusted is not None:
-            log.warning(
-                "web config: the client CAs of %s are added; those trusted before stay "
-                "trusted until a restart",
-                new.tls_files.client_ca,
-            )
-    return client_ca
 
 
 class LiveWebConfig:
@@ -96,39 +92,48 @@ class LiveWebConfig:
         *,
         load: Callable[[str], WebConfig] = webconfig.load,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.current = initial
         self.auth = auth
         self.load = load
         self.clock = clock
+        self.monotonic = monotonic
         # The listening context: changed in place, never replaced.
         self.live_context = initial.ssl_context
-        self._client_ca = _read_client_ca(initial)
         self._seen = fingerprint(initial.files)
+        self._moving: Fingerprint | None = None  # changed at the last look: let it settle
+        self._refused_at: float | None = None
+        self._last_error = ""
         self.last_successful = True
         self.last_success_time = clock()
 
     def check(self) -> bool | None:
-        """Re-read if anything changed: True applied, False refused, None nothing changed."""
+        """Re-read if anything changed (and has held still since the last look), or to retry
+        a refused config: True applied, False refused, None nothing to do."""
         now = fingerprint(self.current.files)
-        if now == self._seen:
+        retry = (
+            self._refused_at is not None and self.monotonic() - self._refused_at >= RETRY_REFUSED
+        )
+        if now == self._seen and not retry:
+            self._moving = None
             return None
-        self._seen = now  # a refused change is logged once, not every second
+        if now != self._seen and now != self._moving:
+            self._moving = now  # still being written, perhaps: read it at the next look
+            return None
+        self._seen, self._moving = now, None
         try:
             new = self.load(self.current.source)
             self._apply(new)
-        except (ConfigError, RestartNeeded, ssl.SSLError, OSError) as exc:
-            self.last_successful = False
-            log.error(
-                "web config %s: the change was refused, the running one stays: %s",
-                self.current.source,
-                exc,
-            )
+        except Exception as exc:  # whatever it is, the running config must keep serving
+            self._refuse(exc)
             return False
-        # The new config may name other files: watch those from now on.
-        self._seen = fingerprint(new.files)
+        # The new config may name other files: watch those from now on. Files unchanged
+        # keep the marks taken before reading, so a write that landed meanwhile is seen.
+        if new.files != self.current.files:
+            self._seen = fingerprint(new.files)
         self.current = new
-        self.last_successful = True
+        self.last_successful, self._refused_at, self._last_error = True, None, ""
         self.last_success_time = self.clock()
         log.info(
             "web config %s re-read: %d users, %s",
@@ -138,12 +143,29 @@ class LiveWebConfig:
         )
         return True
 
+    def _refuse(self, exc: Exception) -> None:
+        self.last_successful = False
+        self._refused_at = self.monotonic()
+        # ConfigError and RestartNeeded messages are ours and never quote a secret; anything
+        # else is named by its type only.
+        known = isinstance(exc, webconfig.ConfigError | RestartNeeded | OSError | ssl.SSLError)
+        error = str(exc) if known else f"unexpected {type(exc).__name__}"
+        if error != self._last_error:  # retries of the same mistake are not news
+            self._last_error = error
+            log.error(
+                "web config %s: the change was refused, the running one stays: %s",
+                self.current.source,
+                error,
+            )
+
     def _apply(self, new: WebConfig) -> None:
         if (new.ssl_context is None) != (self.live_context is None):
             wanted = "TLS" if new.ssl_context else "plain HTTP"
             raise RestartNeeded(f"switching to {wanted} needs a restart")
         if self.live_context is not None:
-            self._client_ca = apply_tls(self.live_context, new, self._client_ca)
+            apply_tls(self.live_context, new, self.current)
+        if self.current.users and not new.users:
+            log.warning("web config %s has no users left: basic auth is off", new.source)
         self.auth.replace_users(new.users)
 
     async def run(self) -> None:

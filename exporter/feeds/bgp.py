@@ -25,8 +25,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Bounds, whatever a feed sends: peers remembered per prefix, routes remembered per peer.
 MAX_PEERS_PER_PREFIX = 4096
 MAX_ROUTES_PER_PEER = 64
-# Routes one looking-glass answer may hold (RIS has about 1500 peers; a route per peer).
-MAX_SEED_ROUTES = 20_000
+# Routes one looking-glass answer may hold: it lists the exact prefix, one route per peer
+# session (RIS has about 1500); twice the peers a prefix may hold leaves room.
+MAX_SEED_ROUTES = 2 * MAX_PEERS_PER_PREFIX
 
 
 class MalformedMessage(ValueError):
@@ -40,6 +41,7 @@ class PrefixView:
     withdrawn: int
     withdrawn_now: bool
     last_withdrawal: float | None
+    seeded: bool = False
 
     @property
     def known(self) -> int:
@@ -56,6 +58,7 @@ class _PrefixState:
     # peer -> the routes (this prefix or more-specifics) it currently announces; empty = withdrawn
     routes: dict[str, set[str]] = field(default_factory=dict)
     last_withdrawal: float | None = None
+    seeded: bool = False  # a RIB snapshot has named the silent peers since the last clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +75,10 @@ class PeerDown:
 
 
 def peer_id(collector: str, address: str) -> str:
-    """One name per BGP session, the same from both sources: RIS Live says "rrc21" (or
-    "rrc21.ripe.net"), the looking glass "RRC21"; the same neighbour address can peer with
-    several collectors, so each session counts on its own."""
-    name = collector.strip().lower().removesuffix(".ripe.net")
+    """One name per BGP session, the same from both sources: RIS Live says "rrc21" (or a
+    host name such as "rrc21.ripe.net"), the looking glass "RRC21"; the same neighbour address
+    can peer with several collectors, so each session counts on its own."""
+    name = collector.strip().lower().split(".", 1)[0]
     # An odd peer name is not ours to judge: it is still a distinct peer.
     with contextlib.suppress(ValueError):
         address = str(ipaddress.ip_address(address.strip()))
@@ -164,9 +167,19 @@ def parse_looking_glass(document: Any) -> list[tuple[str, Network]]:
 class PrefixTable:
     """Per watched prefix: which peers see it. Memory is bounded by the constants above."""
 
-    def __init__(self, prefixes: Iterable[str], *, min_peers: int, withdrawn_ratio: float) -> None:
+    def __init__(
+        self,
+        prefixes: Iterable[str],
+        *,
+        min_peers: int,
+        withdrawn_ratio: float,
+        require_seed: bool = False,
+    ) -> None:
         self.min_peers = min_peers
         self.withdrawn_ratio = withdrawn_ratio
+        # With a seed configured, a prefix never counts as withdrawn before its snapshot:
+        # until then the silent peers are unknown and "most peers" would mean "most talkers".
+        self.require_seed = require_seed
         self._states = {
             str(net): _PrefixState(net) for net in (ipaddress.ip_network(p) for p in prefixes)
         }
@@ -179,6 +192,7 @@ class PrefixTable:
         """Forget every peer (after a reconnect: updates may have been missed meanwhile)."""
         for state in self._states.values():
             state.routes.clear()
+            state.seeded = False
 
     def apply(self, event: Update | PeerDown) -> None:
         if isinstance(event, PeerDown):
@@ -192,6 +206,10 @@ class PrefixTable:
                 continue
             routes = state.routes.get(event.peer)
             if routes is None:
+                # A peer we know nothing of that withdraws only a more-specific (traffic
+                # engineering) may still route the prefix itself: it stays unknown.
+                if not mine_up and state.network not in mine_down:
+                    continue
                 if len(state.routes) >= MAX_PEERS_PER_PREFIX:
                     continue  # the verdict needs most peers, not all: the rest is enough
                 routes = state.routes[event.peer] = set()
@@ -203,37 +221,38 @@ class PrefixTable:
             if mine_down and not routes:
                 state.last_withdrawal = event.timestamp
 
-    def seed(self, routes: Iterable[tuple[str, Network]]) -> int:
-        """Add the peers a RIB snapshot shows routing a watched prefix, except peers the stream
-        has already spoken of: the stream is newer. Returns how many peers were added."""
-        routes = list(routes)
-        added = 0
-        for state in self._states.values():
-            seeded: set[str] = set()
-            for peer, network in routes:
-                if not _inside(network, state.network):
+    def seed(self, prefix: str, routes: Iterable[tuple[str, Network]]) -> int:
+        """Take a RIB snapshot of one watched prefix: add the peers it shows routing it,
+        except peers the stream has already spoken of (the stream is newer). From then on the
+        prefix can count as withdrawn (see `require_seed`). Returns how many peers were added."""
+        state = self._states[prefix]
+        seeded: set[str] = set()
+        for peer, network in routes:
+            if not _inside(network, state.network):
+                continue
+            if peer not in seeded:
+                if peer in state.routes or len(state.routes) >= MAX_PEERS_PER_PREFIX:
                     continue
-                if peer not in seeded:
-                    if peer in state.routes or len(state.routes) >= MAX_PEERS_PER_PREFIX:
-                        continue
-                    state.routes[peer] = set()
-                    seeded.add(peer)
-                if len(state.routes[peer]) < MAX_ROUTES_PER_PEER:
-                    state.routes[peer].add(str(network))
-            added += len(seeded)
-        return added
+                state.routes[peer] = set()
+                seeded.add(peer)
+            if len(state.routes[peer]) < MAX_ROUTES_PER_PEER:
+                state.routes[peer].add(str(network))
+        state.seeded = True
+        return len(seeded)
 
     def view(self, prefix: str) -> PrefixView:
         state = self._states[prefix]
         seeing = sum(1 for routes in state.routes.values() if routes)
         withdrawn = len(state.routes) - seeing
         known = seeing + withdrawn
+        judged = state.seeded or not self.require_seed
         return PrefixView(
             prefix,
             seeing,
             withdrawn,
-            known >= self.min_peers and withdrawn > self.withdrawn_ratio * known,
+            judged and known >= self.min_peers and withdrawn > self.withdrawn_ratio * known,
             state.last_withdrawal,
+            state.seeded,
         )
 
     def views(self) -> dict[str, PrefixView]:

@@ -123,7 +123,10 @@ class FeedSet:
         if self.bgp_spec is not None:
             bgp = self.bgp_spec
             table = PrefixTable(
-                bgp.prefixes, min_peers=bgp.min_peers, withdrawn_ratio=bgp.withdrawn_ratio
+                bgp.prefixes,
+                min_peers=bgp.min_peers,
+                withdrawn_ratio=bgp.withdrawn_ratio,
+                require_seed=bgp.seed_url is not None,
             )
             health = self._add_health("bgp")
             seed = None
@@ -131,7 +134,6 @@ class FeedSet:
                 seed = LookingGlassSeed(
                     self._add_health("bgp_seed"),
                     bgp.seed_url,
-                    bgp.prefixes,
                     timeout=bgp.connect_timeout,
                     clock=clock,
                 )

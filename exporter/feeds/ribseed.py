@@ -2,8 +2,9 @@
 
 RIS Live only streams changes, so after connecting the peers that keep a prefix stay silent.
 RIPEstat's looking glass (near real time, by collector and peer) names them; the table takes
-them as `seeing` unless the stream has already spoken of them. A failed fetch is reported as
-the `bgp_seed` feed and retried; the stream runs unseeded meanwhile.
+them as `seeing` unless the stream has already spoken of them. Prefixes are asked one at a
+time (the feeds share a small connection pool); a failed one is reported as the `bgp_seed`
+feed and asked again with backoff while the stream runs, without holding the others back.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -20,8 +22,17 @@ from .bgp import Network, parse_looking_glass
 from .health import FeedError, FeedFailure, FeedHealth, classify
 from .pollers import read_capped
 
-# One answer lists every RIS peer's route, with communities: about 1 KiB a route.
-SEED_MAX_BYTES = 8 * 1024 * 1024
+# One answer lists each peer session's route with its communities, about 1 KiB each.
+SEED_MAX_BYTES = 4 * 1024 * 1024
+# Entries not confirmed by their collector within this long are left out (the looking glass
+# keeps routes up to a day by default): a peer that withdrew a while ago must not be seeded.
+LOOK_BACK_LIMIT = 900
+SOURCE_APP = "meta-outage-exporter"  # RIPEstat asks callers to name themselves
+
+
+def _decode(body: bytes) -> list[tuple[str, Network]]:
+    document: Any = json.loads(body)
+    return parse_looking_glass(document)
 
 
 class LookingGlassSeed:
@@ -29,7 +40,6 @@ class LookingGlassSeed:
         self,
         health: FeedHealth,
         url: str,
-        prefixes: Sequence[str],
         *,
         timeout: float,
         max_bytes: int = SEED_MAX_BYTES,
@@ -37,29 +47,32 @@ class LookingGlassSeed:
     ) -> None:
         self.health = health
         self.url = url
-        self.prefixes = list(prefixes)
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.clock = clock
 
-    async def fetch(self, session: aiohttp.ClientSession) -> list[tuple[str, Network]] | None:
-        """Every watched prefix's routes, or None when any answer failed (reported)."""
+    def url_for(self, prefix: str) -> str:
+        query = {"resource": prefix, "look_back_limit": LOOK_BACK_LIMIT, "sourceapp": SOURCE_APP}
+        return f"{self.url}?{urlencode(query)}"
+
+    async def fetch(
+        self, session: aiohttp.ClientSession, prefix: str
+    ) -> list[tuple[str, Network]] | None:
+        """The prefix's routes, or None when the answer failed (reported)."""
         try:
-            async with asyncio.timeout(self.timeout):
-                answers = await asyncio.gather(*(self._one(session, p) for p in self.prefixes))
+            async with (
+                asyncio.timeout(self.timeout),
+                session.get(
+                    self.url_for(prefix), max_redirects=3, raise_for_status=False
+                ) as response,
+            ):
+                if response.status != 200:
+                    raise FeedFailure(FeedError.HTTP_STATUS, f"HTTP {response.status} for {prefix}")
+                body = await read_capped(response, self.max_bytes)
+            # Megabytes of JSON: decoded off the event loop that times the probes.
+            return await asyncio.to_thread(_decode, body)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # every failure is the feed's, reported and retried
+        except Exception as exc:  # every failure is the feed's, reported and asked again
             self.health.failed(classify(exc))
             return None
-        routes = [route for answer in answers for route in answer]
-        peers = len({peer for peer, _ in routes})
-        self.health.ok(self.clock(), f"{peers} peers routing {len(self.prefixes)} prefixes")
-        return routes
-
-    async def _one(self, session: aiohttp.ClientSession, prefix: str) -> list[tuple[str, Network]]:
-        url = f"{self.url}?{urlencode({'resource': prefix})}"
-        async with session.get(url, max_redirects=3, raise_for_status=False) as response:
-            if response.status != 200:
-                raise FeedFailure(FeedError.HTTP_STATUS, f"HTTP {response.status} for {prefix}")
-            return parse_looking_glass(json.loads(await read_capped(response, self.max_bytes)))

@@ -121,15 +121,24 @@ class RisLiveClient:
                     await asyncio.wait([seeding])
 
     async def _seed(self, session: aiohttp.ClientSession) -> None:
-        """Seed this connection's table once, retrying with backoff until a snapshot arrives."""
+        """Seed this connection's table, a prefix at a time; the ones that failed are asked
+        again with backoff until every prefix has its snapshot."""
         assert self.seed is not None
-        attempt = 0
-        while (routes := await self.seed.fetch(session)) is None:
+        pending, attempt, peers = list(self.table.prefixes), 0, 0
+        while True:
+            for prefix in list(pending):
+                routes = await self.seed.fetch(session, prefix)
+                if routes is not None:
+                    peers += self.table.seed(prefix, routes)
+                    pending.remove(prefix)
+                    self._update_withdrawn()
+            if not pending:
+                break
             await asyncio.sleep(backoff(attempt, self.reconnect_max))
             attempt += 1
-        added = self.table.seed(routes)
-        log.info("BGP: the looking glass added %d silent peers across the prefixes", added)
-        self._update_withdrawn()
+        detail = f"{peers} silent peers named for {len(self.table.prefixes)} prefixes"
+        self.seed.health.ok(self.clock(), detail)
+        log.info("BGP: the looking glass %s", detail)
 
     def _handle(self, text: str) -> None:
         self.messages += 1

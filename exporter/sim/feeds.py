@@ -208,9 +208,13 @@ class LookingGlass:
         self.ris = ris
         self.requests = 0
         self.http_status = 200
+        self.delay = 0.0  # seconds before answering: a slow RIPEstat
+        self.last_query: dict[str, str] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.last_query = dict(request.query)
+        await asyncio.sleep(self.delay)
         if self.http_status != 200:
             return web.Response(status=self.http_status, text="unavailable")
         resource = request.query.get("resource", "")
@@ -318,6 +322,7 @@ def build_feeds_control_app(server: FeedServer) -> web.Application:
 
     async def post_reset(_: web.Request) -> web.Response:
         server.status.reset()
+        server.looking_glass.http_status, server.looking_glass.delay = 200, 0.0
         return web.json_response({"ok": True})
 
     async def put_looking_glass(request: web.Request) -> web.Response:

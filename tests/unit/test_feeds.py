@@ -190,42 +190,68 @@ def looking_glass(*rrcs: tuple[str, list[tuple[str, str]]]) -> dict:
     }
 
 
-def test_looking_glass_and_ris_live_name_a_peer_alike() -> None:
+@pytest.mark.parametrize("host", ["rrc21", "rrc21.ripe.net", "rrc21.ris.ripe.net", "RRC21"])
+def test_looking_glass_and_ris_live_name_a_peer_alike(host: str) -> None:
     routes = bgp.parse_looking_glass(
         looking_glass(("RRC21", [("2001:DB8::0:1", DNS_A), ("192.0.2.1", DNS_A)]))
     )
     assert [peer for peer, _ in routes] == ["rrc21/2001:db8::1", "rrc21/192.0.2.1"]
-    live = bgp.parse_message(ris_update("2001:db8::1", announce=[DNS_A], host="rrc21.ripe.net"))
+    live = bgp.parse_message(ris_update("2001:db8::1", announce=[DNS_A], host=host))
     assert isinstance(live, bgp.Update) and live.peer == routes[0][0]
 
 
 def test_the_seed_adds_silent_peers_and_never_overrides_the_stream() -> None:
     t = table(min_peers=3)
     feed(t, ["p1"], withdraw=[DNS_A])  # the stream spoke of p1 after the snapshot was taken
-    added = t.seed(
-        bgp.parse_looking_glass(
-            looking_glass(
-                ("rrc00", [("p1", DNS_A), ("p2", DNS_A), ("p2", "129.134.31.0/24")]),
-                ("rrc01", [("p2", DNS_A), ("p3", "10.0.0.0/8")]),  # another session; not ours
-            )
+    snapshot = bgp.parse_looking_glass(
+        looking_glass(
+            ("rrc00", [("p1", DNS_A), ("p2", DNS_A), ("p2", "129.134.31.0/24")]),
+            ("rrc01", [("p2", DNS_A), ("p3", "10.0.0.0/8")]),  # another session; not ours
         )
     )
+    added = t.seed(DNS_A, snapshot)
     view = t.view(DNS_A)
     assert added == 2 and (view.seeing, view.withdrawn) == (2, 1)  # rrc00/p2, rrc01/p2; p1 out
     assert t._states[DNS_A].routes["rrc00/p2"] == {DNS_A, "129.134.31.0/24"}
-    assert t.view(DNS_B).known == 0
+    assert t.view(DNS_B).known == 0 and not t.view(DNS_B).seeded  # its own snapshot only
     # Seeded peers then follow the stream like any other.
     feed(t, ["p2"], withdraw=[DNS_A, "129.134.31.0/24"])
     assert t.view(DNS_A).withdrawn == 2 and t.view(DNS_A).seeing == 1
 
 
+def test_an_unknown_peer_withdrawing_a_more_specific_stays_unknown() -> None:
+    """Traffic engineering: six peers drop a /24 inside the /23 they still route. Counting them
+    as withdrawn would make a false "most peers", and the seed could not undo it."""
+    t = table(min_peers=3)
+    six = [f"p{i}" for i in range(6)]
+    feed(t, six, withdraw=["129.134.31.0/24"])
+    assert t.view(DNS_A).known == 0
+    snapshot = [(f"rrc00/p{i}", bgp._network(DNS_A, "x")) for i in range(10)]
+    assert t.seed(DNS_A, snapshot) == 10
+    view = t.view(DNS_A)
+    assert (view.seeing, view.withdrawn, view.withdrawn_now) == (10, 0, False)
+    feed(t, six, withdraw=[DNS_A])  # the /23 itself: now they have withdrawn
+    assert t.view(DNS_A).withdrawn == 6 and t.view(DNS_A).withdrawn_now
+
+
+def test_with_a_seed_configured_nothing_is_withdrawn_before_its_snapshot() -> None:
+    t = bgp.PrefixTable([DNS_A, DNS_B], min_peers=3, withdrawn_ratio=0.5, require_seed=True)
+    feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A, DNS_B])
+    assert t.view(DNS_A).withdrawn == 3 and not t.view(DNS_A).withdrawn_now
+    t.seed(DNS_A, [])  # the snapshot came: nobody routes it
+    assert t.view(DNS_A).withdrawn_now and not t.view(DNS_B).withdrawn_now
+    t.clear()  # a reconnect: wait for a new snapshot
+    feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A])
+    assert not t.view(DNS_A).withdrawn_now and not t.view(DNS_A).seeded
+
+
 def test_the_seed_is_bounded_like_the_stream() -> None:
     t = table(min_peers=1)
     many = [(f"rrc00/p{i}", bgp._network(DNS_A, "x")) for i in range(bgp.MAX_PEERS_PER_PREFIX + 9)]
-    assert t.seed(many) == bgp.MAX_PEERS_PER_PREFIX
+    assert t.seed(DNS_A, many) == bgp.MAX_PEERS_PER_PREFIX
     assert t.view(DNS_A).known == bgp.MAX_PEERS_PER_PREFIX
     huge = looking_glass(("rrc00", [("p", DNS_A)] * (bgp.MAX_SEED_ROUTES + 1)))
-    with pytest.raises(bgp.MalformedMessage, match="more than 20000 routes"):
+    with pytest.raises(bgp.MalformedMessage, match=f"more than {bgp.MAX_SEED_ROUTES} routes"):
         bgp.parse_looking_glass(huge)
 
 

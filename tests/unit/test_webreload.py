@@ -8,11 +8,12 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import trustme
 
 from exporter import webconfig
 from exporter.sim.certs import LabCA
 from exporter.webauth import BasicAuth
-from exporter.webreload import LiveWebConfig, fingerprint
+from exporter.webreload import RETRY_REFUSED, LiveWebConfig, fingerprint
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
 
@@ -34,21 +35,38 @@ def write_tls(directory: Path, ca: LabCA, *, client_ca: bool = False, floor: str
     return path
 
 
-def live_config(path: Path) -> tuple[LiveWebConfig, BasicAuth]:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def live_config(path: Path, clock: Clock | None = None) -> tuple[LiveWebConfig, BasicAuth]:
     initial = webconfig.load(str(path))
     auth = BasicAuth(initial.users)
-    return LiveWebConfig(initial, auth), auth
+    return LiveWebConfig(initial, auth, monotonic=clock or Clock()), auth
 
 
-def touch(path: Path, text: str) -> None:
-    path.write_text(text)
+def touch(path: Path, text: str | bytes) -> None:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # coarse clocks
 
 
+def settle(live: LiveWebConfig) -> bool | None:
+    """A change is read once it held still for a look: the first look only notes it."""
+    assert live.check() is None
+    return live.check()
+
+
 def test_nothing_changed_reads_nothing(tmp_path: Path, lab_ca: LabCA) -> None:
     live, _ = live_config(write_tls(tmp_path, lab_ca))
-    assert live.check() is None
+    assert live.check() is None and live.check() is None
     assert [Path(mark[0]).name for mark in fingerprint(live.current.files)] == [
         "web.yml",
         "server.crt",
@@ -56,37 +74,120 @@ def test_nothing_changed_reads_nothing(tmp_path: Path, lab_ca: LabCA) -> None:
     ]
 
 
-def test_a_missing_file_is_a_change_and_is_refused(tmp_path: Path, lab_ca: LabCA) -> None:
-    live, _ = live_config(write_tls(tmp_path, lab_ca))
+def test_a_change_still_being_written_waits(tmp_path: Path, lab_ca: LabCA) -> None:
+    path = write_tls(tmp_path, lab_ca)
+    live, _ = live_config(path)
+    touch(path, path.read_text())
+    assert live.check() is None  # noted
+    touch(path, path.read_text().replace("TLS12", "TLS13"))
+    assert live.check() is None  # moved again: still waiting
+    assert live.check() is True
+    assert live.live_context is not None
+    assert live.live_context.minimum_version is ssl.TLSVersion.TLSv1_3
+
+
+def test_a_missing_file_is_refused_once_and_retried_later(tmp_path: Path, lab_ca: LabCA) -> None:
+    clock = Clock()
+    live, _ = live_config(write_tls(tmp_path, lab_ca), clock)
     before = live.current
+    key = (tmp_path / "server.key").read_bytes()
     (tmp_path / "server.key").unlink()
-    assert live.check() is False
+    assert settle(live) is False
     assert live.current is before and not live.last_successful
-    assert live.check() is None  # the same broken state is not retried every second
+    assert live.check() is None  # not re-read every second
+    (tmp_path / "server.key").write_bytes(key)  # back: a change again, read once settled
+    assert settle(live) is True and live.last_successful
 
 
-def test_versions_and_client_auth_go_into_the_listening_context(
+def test_a_refused_config_naming_new_files_is_retried_until_they_appear(
+    tmp_path: Path, lab_ca: LabCA
+) -> None:
+    clock = Clock()
+    path = write_tls(tmp_path, lab_ca)
+    live, _ = live_config(path, clock)
+    touch(path, path.read_text().replace("server.crt", "b.crt").replace("server.key", "b.key"))
+    assert settle(live) is False
+    leaf = lab_ca.issue(["127.0.0.1"])
+    (tmp_path / "b.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "b.key"))
+    assert live.check() is None
+    clock.now += RETRY_REFUSED
+    assert live.check() is True
+    assert [Path(mark[0]).name for mark in fingerprint(live.current.files)][1:] == [
+        "b.crt",
+        "b.key",
+    ]
+
+
+def test_a_certificate_and_tls_versions_go_into_the_listening_context(
     tmp_path: Path, lab_ca: LabCA
 ) -> None:
     path = write_tls(tmp_path, lab_ca)
     live, _ = live_config(path)
     context = live.live_context
-    assert context is not None and context.verify_mode is ssl.CERT_NONE
-    write_tls(tmp_path, lab_ca, client_ca=True, floor="TLS13")
+    write_tls(tmp_path, lab_ca, floor="TLS13")
     touch(path, path.read_text())
-    assert live.check() is True
+    assert settle(live) is True
     assert live.live_context is context  # the same object the listener holds
-    assert context.minimum_version is ssl.TLSVersion.TLSv1_3
-    assert context.verify_mode is ssl.CERT_REQUIRED
-    assert context.cert_store_stats()["x509_ca"] == 1
+    assert context is not None and context.minimum_version is ssl.TLSVersion.TLSv1_3
 
 
-def test_dropping_a_client_ca_needs_a_restart(tmp_path: Path, lab_ca: LabCA) -> None:
-    path = write_tls(tmp_path, lab_ca, client_ca=True)
+@pytest.mark.parametrize("change", ["turn on", "drop", "replace"])
+def test_client_certificate_checking_changes_need_a_restart(
+    tmp_path: Path, lab_ca: LabCA, change: str
+) -> None:
+    path = write_tls(tmp_path, lab_ca, client_ca=change != "turn on")
     live, _ = live_config(path)
-    touch(path, path.read_text().split("  client_auth_type")[0])
-    assert live.check() is False
-    assert live.live_context is not None and live.live_context.verify_mode is ssl.CERT_REQUIRED
+    mode = live.live_context.verify_mode  # type: ignore[union-attr]
+    if change == "turn on":
+        write_tls(tmp_path, lab_ca, client_ca=True)
+    elif change == "drop":
+        touch(path, path.read_text().split("  client_auth_type")[0])
+    else:
+        touch(tmp_path / "lab-ca.pem", trustme.CA().cert_pem.bytes())
+    touch(path, path.read_text())
+    assert settle(live) is False
+    assert live.live_context.verify_mode is mode  # type: ignore[union-attr]
+
+
+def test_a_client_ca_with_text_around_the_pem_loads(tmp_path: Path, lab_ca: LabCA) -> None:
+    """`openssl x509 -text` output has a readable header, sometimes not ASCII."""
+    path = write_tls(tmp_path, lab_ca, client_ca=True)
+    ca_file = tmp_path / "lab-ca.pem"
+    ca_file.write_bytes("Subject: O = Müller GmbH\n".encode() + ca_file.read_bytes())
+    parsed = webconfig.load(str(path))
+    assert parsed.ssl_context is not None
+    assert parsed.ssl_context.cert_store_stats()["x509_ca"] == 1
+
+
+def test_an_encrypted_key_fails_at_once_instead_of_prompting(tmp_path: Path, lab_ca: LabCA) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    path = write_tls(tmp_path, lab_ca)
+    key = serialization.load_pem_private_key((tmp_path / "server.key").read_bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass phrase"),
+    )
+    (tmp_path / "server.key").write_bytes(encrypted)
+    with pytest.raises(webconfig.ConfigError, match="cannot load the pair"):
+        webconfig.load(str(path))
+
+
+def test_an_unexpected_error_is_refused_and_the_watch_goes_on(
+    tmp_path: Path, lab_ca: LabCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_tls(tmp_path, lab_ca)
+    live, _ = live_config(path)
+
+    def explode(_: str) -> webconfig.WebConfig:
+        raise RecursionError("maximum recursion depth exceeded $2b$secret")
+
+    live.load = explode
+    touch(path, path.read_text())
+    assert settle(live) is False and not live.last_successful
+    assert "unexpected RecursionError" in caplog.text and "$2b$" not in caplog.text
 
 
 async def test_users_are_replaced_and_remembered_logins_forgotten(tmp_path: Path) -> None:
@@ -95,7 +196,7 @@ async def test_users_are_replaced_and_remembered_logins_forgotten(tmp_path: Path
     live, auth = live_config(path)
     assert await auth.verify("alice", b"secret")
     touch(path, f"basic_auth_users:\n  bob: {HASH}\n")
-    assert live.check() is True
+    assert settle(live) is True
     assert not await auth.verify("alice", b"secret")  # not served from the success cache
     assert await auth.verify("bob", b"secret")
 
@@ -108,6 +209,13 @@ def test_plain_and_tls_cannot_swap_live(tmp_path: Path, lab_ca: LabCA, to_tls: b
     path.write_text(tls if not to_tls else plain)
     live, _ = live_config(path)
     touch(path, tls if to_tls else plain)
-    assert live.check() is False
+    assert settle(live) is False
     assert (live.current.ssl_context is None) is to_tls  # still what it started as
     assert (live.live_context is None) is to_tls
+
+
+def test_an_htpasswd_line_pasted_as_a_key_never_shows_the_hash() -> None:
+    with pytest.raises(webconfig.ConfigError) as error:
+        webconfig.parse(f"basic_auth_users:\n  prom:{HASH}:\n", "web.yml")
+    assert "user 'prom'" in str(error.value) and HASH not in str(error.value)
+    assert HASH[:20] not in str(error.value)
