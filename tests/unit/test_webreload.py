@@ -219,3 +219,29 @@ def test_an_htpasswd_line_pasted_as_a_key_never_shows_the_hash() -> None:
         webconfig.parse(f"basic_auth_users:\n  prom:{HASH}:\n", "web.yml")
     assert "user 'prom'" in str(error.value) and HASH not in str(error.value)
     assert HASH[:20] not in str(error.value)
+
+
+def test_a_kubernetes_secret_swap_is_seen(tmp_path: Path, lab_ca: LabCA) -> None:
+    """A mounted secret: server.crt -> ..data/server.crt, and an update swaps the ..data
+    symlink to a new directory in one rename."""
+
+    def version(name: str) -> Path:
+        directory = tmp_path / name
+        directory.mkdir()
+        leaf = lab_ca.issue(["127.0.0.1"])
+        (directory / "server.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(directory / "server.key"))
+        return directory
+
+    (tmp_path / "..data").symlink_to(version("..2026_11_01"))
+    for name in ("server.crt", "server.key"):
+        (tmp_path / name).symlink_to(Path("..data") / name)
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    live, _ = live_config(path)
+    first = live.current.tls_files.cert_pem  # type: ignore[union-attr]
+
+    (tmp_path / "..data_tmp").symlink_to(version("..2026_11_21"))
+    (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # the atomic swap
+    assert settle(live) is True
+    assert live.current.tls_files.cert_pem != first  # type: ignore[union-attr]
