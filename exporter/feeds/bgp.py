@@ -223,13 +223,17 @@ class PrefixTable:
 
     def seed(self, prefix: str, routes: Iterable[tuple[str, Network]]) -> int:
         """Take a RIB snapshot of one watched prefix: add the peers it shows routing it,
-        except peers the stream has already spoken of (the stream is newer). From then on the
-        prefix can count as withdrawn (see `require_seed`). Returns how many peers were added."""
+        except peers the stream has already spoken of (the stream is newer). Returns how many
+        peers were added. A snapshot that names no peer at all tells nothing of the silent
+        ones (a prefix never announced exactly, or not yet), so it does not count as one: the
+        prefix stays unjudged (see `require_seed`) until a snapshot names someone."""
         state = self._states[prefix]
         seeded: set[str] = set()
+        named = False
         for peer, network in routes:
             if not _inside(network, state.network):
                 continue
+            named = True
             if peer not in seeded:
                 if peer in state.routes or len(state.routes) >= MAX_PEERS_PER_PREFIX:
                     continue
@@ -237,7 +241,7 @@ class PrefixTable:
                 seeded.add(peer)
             if len(state.routes[peer]) < MAX_ROUTES_PER_PEER:
                 state.routes[peer].add(str(network))
-        state.seeded = True
+        state.seeded = state.seeded or named
         return len(seeded)
 
     def view(self, prefix: str) -> PrefixView:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 30.0
 BACKOFF_FIRST = 1.0
+SEED_RETRY_FACTOR = 10  # the looking glass is asked again at most every 10 x reconnect_max
 
 
 def backoff(attempt: int, cap: float) -> float:
@@ -121,24 +122,30 @@ class RisLiveClient:
                     await asyncio.wait([seeding])
 
     async def _seed(self, session: aiohttp.ClientSession) -> None:
-        """Seed this connection's table, a prefix at a time; the ones that failed are asked
-        again with backoff until every prefix has its snapshot."""
+        """Seed this connection's table, a prefix at a time. A prefix is asked again, with
+        backoff, while its answer fails or names no peer (see PrefixTable.seed)."""
         assert self.seed is not None
         pending, attempt, peers = list(self.table.prefixes), 0, 0
-        while True:
+        while pending:
+            failed = False
             for prefix in list(pending):
                 routes = await self.seed.fetch(session, prefix)
-                if routes is not None:
-                    peers += self.table.seed(prefix, routes)
+                if routes is None:
+                    failed = True  # reported by fetch
+                    continue
+                peers += self.table.seed(prefix, routes)
+                if self.table.view(prefix).seeded:
                     pending.remove(prefix)
                     self._update_withdrawn()
-            if not pending:
-                break
-            await asyncio.sleep(backoff(attempt, self.reconnect_max))
-            attempt += 1
-        detail = f"{peers} silent peers named for {len(self.table.prefixes)} prefixes"
-        self.seed.health.ok(self.clock(), detail)
-        log.info("BGP: the looking glass %s", detail)
+            if not failed:
+                waiting = f"; no peer routes {', '.join(pending)} yet" if pending else ""
+                self.seed.health.ok(self.clock(), f"{peers} silent peers named{waiting}")
+            if pending:
+                # Slower than reconnects: a prefix nobody announces exactly is asked for the
+                # whole connection, and RIPEstat is a shared service.
+                await asyncio.sleep(backoff(attempt, SEED_RETRY_FACTOR * self.reconnect_max))
+                attempt += 1
+        log.info("BGP: the looking glass named %d silent peers", peers)
 
     def _handle(self, text: str) -> None:
         self.messages += 1

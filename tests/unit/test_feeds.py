@@ -238,8 +238,10 @@ def test_with_a_seed_configured_nothing_is_withdrawn_before_its_snapshot() -> No
     t = bgp.PrefixTable([DNS_A, DNS_B], min_peers=3, withdrawn_ratio=0.5, require_seed=True)
     feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A, DNS_B])
     assert t.view(DNS_A).withdrawn == 3 and not t.view(DNS_A).withdrawn_now
-    t.seed(DNS_A, [])  # the snapshot came: nobody routes it
-    assert t.view(DNS_A).withdrawn_now and not t.view(DNS_B).withdrawn_now
+    t.seed(DNS_A, [])  # a snapshot naming nobody tells nothing of the silent peers
+    assert not t.view(DNS_A).seeded and not t.view(DNS_A).withdrawn_now
+    t.seed(DNS_A, [("rrc00/p9", bgp._network(DNS_A, "x"))])  # one silent peer still routes it
+    assert t.view(DNS_A).withdrawn_now and not t.view(DNS_B).withdrawn_now  # 3 of 4
     t.clear()  # a reconnect: wait for a new snapshot
     feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A])
     assert not t.view(DNS_A).withdrawn_now and not t.view(DNS_A).seeded
