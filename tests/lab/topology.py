@@ -720,6 +720,9 @@ def teardown_run(run_dir: Path) -> None:
     state = json.loads(state_file.read_text())
     for name in state["namespaces"]:
         netns.delete_namespace(name)
+        # `ip netns exec` config that a harness may add (bench/time_to_page.py's resolv.conf):
+        # `ip netns delete` leaves it, and a run killed midway never removed it itself.
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
     for device in state["host_devices"]:
         netns.sh("ip", "link", "delete", device, check=False)
     shutil.rmtree(run_dir, ignore_errors=True)
