@@ -85,6 +85,7 @@ def feeds_document(
                     "peers_seeing": p.seeing,
                     "peers_withdrawn": p.withdrawn,
                     "withdrawn": p.withdrawn_now,
+                    "seeded": p.seeded,
                     "last_withdrawal": iso(p.last_withdrawal),
                 }
                 for p in (view.bgp or {}).values()

@@ -230,6 +230,7 @@
         const known = p.peers_seeing + p.peers_withdrawn;
         const text = p.prefix + ": " + (p.withdrawn ? "WITHDRAWN by " + p.peers_withdrawn + " of " + known
           : "seen by " + p.peers_seeing + " of " + known) + " RIS peers heard from" +
+          (p.seeded === false ? " (not judged yet: waiting for RIPEstat's looking glass)" : "") +
           (p.last_withdrawal ? "; last withdrawal " + utcTime(Date.parse(p.last_withdrawal) / 1000, now, true) : "");
         return el("li", { class: p.withdrawn ? "bgp withdrawn" : "bgp" },
           el("span", { "aria-hidden": "true" }, (p.withdrawn ? "\u2716" : "\u2714") + " "), text);
