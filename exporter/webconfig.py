@@ -18,7 +18,9 @@ exporter re-reads the file when it or a file it names changes (webreload.py).
 from __future__ import annotations
 
 import os
+import re
 import ssl
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,24 +119,38 @@ def _readable(path: FsPath, key: str) -> list[tuple[str, str]]:
 @contextmanager
 def _in_memory(*contents: bytes) -> Iterator[list[str]]:
     """Paths that read back `contents`: the ssl module loads certificates from paths only.
-    Anonymous memory files (no disk, fine on a read-only root filesystem)."""
-    fds = []
-    try:
-        for content in contents:
-            fd = os.memfd_create("meta-outage-exporter-tls", os.MFD_CLOEXEC)
-            fds.append(fd)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-        yield [f"/proc/self/fd/{fd}" for fd in fds]
-    finally:
-        for fd in fds:
-            os.close(fd)
+    Anonymous memory files (no disk, fine on a read-only root filesystem) where Linux offers
+    them, else files in a private temporary directory, removed at once."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fds: list[int] = []
+        try:
+            for content in contents:
+                fd = os.memfd_create("meta-outage-exporter-tls", os.MFD_CLOEXEC)
+                fds.append(fd)
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            yield [f"/proc/self/fd/{fd}" for fd in fds]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="meta-outage-exporter-tls-") as private:
+        paths = []
+        for index, content in enumerate(contents):
+            path = os.path.join(private, str(index))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            paths.append(path)
+        yield paths
 
 
 def load_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     """Certificate chain and key from memory. An encrypted key fails at once (empty
     password) instead of OpenSSL prompting on a terminal and blocking the event loop."""
+    if b"ENCRYPTED" in key_pem:
+        raise ssl.SSLError("the key is encrypted: no pass phrase can be given, use a plain key")
     with _in_memory(cert_pem, key_pem) as (cert, key):
         context.load_cert_chain(cert, key, password=b"")
 
@@ -217,8 +233,35 @@ def _located(problems: list[Problem], document: Document) -> ConfigError:
     )
 
 
+# A bcrypt hash anywhere in an error (a pasted htpasswd line becomes a key, a duplicate key
+# is quoted by the YAML loader...) is cut out before anyone sees the message.
+_BCRYPT_TEXT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{1,53}")
+
+
+def _redact(text: str) -> str:
+    return _BCRYPT_TEXT.sub("<bcrypt hash>", text)
+
+
 def parse(text: str, file: str) -> WebConfig:
-    """A WebConfig from exporter-toolkit YAML. Raises ConfigError (file:line:col each)."""
+    """A WebConfig from exporter-toolkit YAML. Raises ConfigError (file:line:col each),
+    whose messages, paths and hints never show a bcrypt hash."""
+    try:
+        return _parse(text, file)
+    except ConfigError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    p.position,
+                    tuple(_redact(k) if isinstance(k, str) else k for k in p.path),
+                    _redact(p.message),
+                    _redact(p.hint),
+                )
+                for p in exc.problems
+            ]
+        ) from None
+
+
+def _parse(text: str, file: str) -> WebConfig:
     try:
         document = yamlsource.load(text, file)
     except yamlsource.YamlSyntaxError as exc:

@@ -58,6 +58,9 @@ class _PrefixState:
     # peer -> the routes (this prefix or more-specifics) it currently announces; empty = withdrawn
     routes: dict[str, set[str]] = field(default_factory=dict)
     last_withdrawal: float | None = None
+    # Peers that spoke of this very prefix (stream or snapshot), not only of more-specifics:
+    # only they can count as having withdrawn it.
+    exact: set[str] = field(default_factory=set)
     seeded: bool = False  # a RIB snapshot has named the silent peers since the last clear()
 
 
@@ -78,7 +81,9 @@ def peer_id(collector: str, address: str) -> str:
     """One name per BGP session, the same from both sources: RIS Live says "rrc21" (or a
     host name such as "rrc21.ripe.net"), the looking glass "RRC21"; the same neighbour address
     can peer with several collectors, so each session counts on its own."""
-    name = collector.strip().lower().split(".", 1)[0]
+    name = collector.strip().lower()
+    if name[:1].isalpha():  # a host name: its first label (an IP literal stays whole)
+        name = name.split(".", 1)[0]
     # An odd peer name is not ours to judge: it is still a distinct peer.
     with contextlib.suppress(ValueError):
         address = str(ipaddress.ip_address(address.strip()))
@@ -192,57 +197,69 @@ class PrefixTable:
         """Forget every peer (after a reconnect: updates may have been missed meanwhile)."""
         for state in self._states.values():
             state.routes.clear()
+            state.exact.clear()
             state.seeded = False
 
     def apply(self, event: Update | PeerDown) -> None:
         if isinstance(event, PeerDown):
             for state in self._states.values():
                 state.routes.pop(event.peer, None)
+                state.exact.discard(event.peer)
             return
         for state in self._states.values():
             mine_up = [n for n in event.announced if _inside(n, state.network)]
             mine_down = [n for n in event.withdrawn if _inside(n, state.network)]
             if not mine_up and not mine_down:
                 continue
+            exact = state.network in mine_up or state.network in mine_down
             routes = state.routes.get(event.peer)
             if routes is None:
-                # A peer we know nothing of that withdraws only a more-specific (traffic
-                # engineering) may still route the prefix itself: it stays unknown.
-                if not mine_up and state.network not in mine_down:
-                    continue
+                if not mine_up and not exact:
+                    continue  # withdrew a more-specific only: tells nothing of the prefix
                 if len(state.routes) >= MAX_PEERS_PER_PREFIX:
                     continue  # the verdict needs most peers, not all: the rest is enough
                 routes = state.routes[event.peer] = set()
+            if exact:
+                state.exact.add(event.peer)
             for network in mine_down:
                 routes.discard(str(network))
             for network in mine_up:
                 if len(routes) < MAX_ROUTES_PER_PEER:
                     routes.add(str(network))
-            if mine_down and not routes:
-                state.last_withdrawal = event.timestamp
+            if routes:
+                continue
+            if event.peer not in state.exact:
+                # It only ever spoke of more-specifics (traffic engineering): whether it
+                # still routes the prefix itself is unknown, so it is not counted.
+                del state.routes[event.peer]
+                continue
+            state.last_withdrawal = event.timestamp
 
     def seed(self, prefix: str, routes: Iterable[tuple[str, Network]]) -> int:
-        """Take a RIB snapshot of one watched prefix: add the peers it shows routing it,
-        except peers the stream has already spoken of (the stream is newer). Returns how many
-        peers were added. A snapshot that names no peer at all tells nothing of the silent
-        ones (a prefix never announced exactly, or not yet), so it does not count as one: the
-        prefix stays unjudged (see `require_seed`) until a snapshot names someone."""
+        """Take a RIB snapshot of one watched prefix (the looking glass answers for the exact
+        prefix): the peers it names route it, unless the stream has spoken of this very prefix
+        since (the stream is newer). A peer the stream knows only through more-specifics gets
+        the prefix added. An empty snapshot counts too: nobody routed it, so whoever does
+        later must announce it on the stream. From then on the prefix can count as withdrawn
+        (see `require_seed`). Returns how many peers were added."""
         state = self._states[prefix]
-        seeded: set[str] = set()
-        named = False
+        spoken = set(state.exact)  # of this very prefix, on the stream: newer than the snapshot
+        added = 0
         for peer, network in routes:
-            if not _inside(network, state.network):
+            if not _inside(network, state.network) or peer in spoken:
                 continue
-            named = True
-            if peer not in seeded:
-                if peer in state.routes or len(state.routes) >= MAX_PEERS_PER_PREFIX:
+            peer_routes = state.routes.get(peer)
+            if peer_routes is None:
+                if len(state.routes) >= MAX_PEERS_PER_PREFIX:
                     continue
-                state.routes[peer] = set()
-                seeded.add(peer)
-            if len(state.routes[peer]) < MAX_ROUTES_PER_PEER:
-                state.routes[peer].add(str(network))
-        state.seeded = state.seeded or named
-        return len(seeded)
+                peer_routes = state.routes[peer] = set()
+                added += 1
+            if len(peer_routes) < MAX_ROUTES_PER_PEER:
+                peer_routes.add(str(network))
+            if network == state.network:
+                state.exact.add(peer)
+        state.seeded = True
+        return added
 
     def view(self, prefix: str) -> PrefixView:
         state = self._states[prefix]

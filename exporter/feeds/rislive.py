@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 30.0
 BACKOFF_FIRST = 1.0
-SEED_RETRY_FACTOR = 10  # the looking glass is asked again at most every 10 x reconnect_max
 
 
 def backoff(attempt: int, cap: float) -> float:
     """Seconds before reconnect attempt N (0-based): 1, 2, 4 ... capped, with 20 % jitter."""
-    return min(cap, BACKOFF_FIRST * 2**attempt) * random.uniform(0.8, 1.0)
+    # The exponent is capped too: 2.0 ** 1024 overflows, and a feed can fail for days.
+    return min(cap, BACKOFF_FIRST * 2.0 ** min(attempt, 32)) * random.uniform(0.8, 1.0)
 
 
 def _stream_error(exc: BaseException | None) -> FeedFailure:
@@ -120,32 +120,27 @@ class RisLiveClient:
                     seeding.cancel()
                     # wait(), not await: our own cancellation must still reach us meanwhile.
                     await asyncio.wait([seeding])
+                    if not seeding.cancelled() and seeding.exception() is not None:
+                        log.error("BGP: seeding failed: %r", seeding.exception())
 
     async def _seed(self, session: aiohttp.ClientSession) -> None:
-        """Seed this connection's table, a prefix at a time. A prefix is asked again, with
-        backoff, while its answer fails or names no peer (see PrefixTable.seed)."""
+        """Seed this connection's table, a prefix at a time; a prefix whose answer failed is
+        asked again, with backoff, until every prefix has its snapshot."""
         assert self.seed is not None
         pending, attempt, peers = list(self.table.prefixes), 0, 0
         while pending:
-            failed = False
             for prefix in list(pending):
                 routes = await self.seed.fetch(session, prefix)
-                if routes is None:
-                    failed = True  # reported by fetch
-                    continue
-                peers += self.table.seed(prefix, routes)
-                if self.table.view(prefix).seeded:
+                if routes is not None:  # a failure was reported by fetch
+                    peers += self.table.seed(prefix, routes)
                     pending.remove(prefix)
                     self._update_withdrawn()
-            if not failed:
-                waiting = f"; no peer routes {', '.join(pending)} yet" if pending else ""
-                self.seed.health.ok(self.clock(), f"{peers} silent peers named{waiting}")
             if pending:
-                # Slower than reconnects: a prefix nobody announces exactly is asked for the
-                # whole connection, and RIPEstat is a shared service.
-                await asyncio.sleep(backoff(attempt, SEED_RETRY_FACTOR * self.reconnect_max))
+                await asyncio.sleep(backoff(attempt, self.reconnect_max))
                 attempt += 1
-        log.info("BGP: the looking glass named %d silent peers", peers)
+        detail = f"{peers} silent peers named for {len(self.table.prefixes)} prefixes"
+        self.seed.health.ok(self.clock(), detail)
+        log.info("BGP: the looking glass: %s", detail)
 
     def _handle(self, text: str) -> None:
         self.messages += 1

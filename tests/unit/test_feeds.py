@@ -234,14 +234,49 @@ def test_an_unknown_peer_withdrawing_a_more_specific_stays_unknown() -> None:
     assert t.view(DNS_A).withdrawn == 6 and t.view(DNS_A).withdrawn_now
 
 
+def test_a_peer_known_only_by_a_more_specific_is_never_counted_withdrawn() -> None:
+    """Eight seeded peers announce, then withdraw, a /24 inside the /23 they still route (a
+    path change, then traffic engineering): the /23 is still theirs."""
+    t = table(min_peers=3)
+    t.seed(DNS_A, [(f"rrc00/p{i}", bgp._network(DNS_A, "x")) for i in range(10)])
+    eight = [f"p{i}" for i in range(8)]
+    feed(t, eight, announce=["129.134.30.0/24"])
+    feed(t, eight, withdraw=["129.134.30.0/24"])
+    view = t.view(DNS_A)
+    assert (view.seeing, view.withdrawn, view.withdrawn_now) == (10, 0, False)
+    # Unseeded: heard of only through the /24, they drop back to unknown, not "withdrawn".
+    bare = table(min_peers=3)
+    feed(bare, eight, announce=["129.134.30.0/24"])
+    assert bare.view(DNS_A).seeing == 8
+    feed(bare, eight, withdraw=["129.134.30.0/24"])
+    assert bare.view(DNS_A).known == 0
+    # Known through the /24 first, the snapshot still adds the /23 they route.
+    late = table(min_peers=3)
+    feed(late, ["p1"], announce=["129.134.30.0/24"])
+    late.seed(DNS_A, [("rrc00/p1", bgp._network(DNS_A, "x"))])
+    feed(late, ["p1"], withdraw=["129.134.30.0/24"])
+    assert late.view(DNS_A).seeing == 1
+
+
+def test_a_collector_named_by_address_keeps_its_whole_name() -> None:
+    assert bgp.peer_id("193.0.4.28", "192.0.2.1") == "193.0.4.28/192.0.2.1"
+    assert bgp.peer_id("rrc03.ripe.net", "192.0.2.1") == "rrc03/192.0.2.1"
+
+
+def test_the_backoff_never_overflows() -> None:
+    from exporter.feeds.rislive import backoff
+
+    assert 48 <= backoff(10_000, 60) <= 60
+
+
 def test_with_a_seed_configured_nothing_is_withdrawn_before_its_snapshot() -> None:
     t = bgp.PrefixTable([DNS_A, DNS_B], min_peers=3, withdrawn_ratio=0.5, require_seed=True)
     feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A, DNS_B])
     assert t.view(DNS_A).withdrawn == 3 and not t.view(DNS_A).withdrawn_now
-    t.seed(DNS_A, [])  # a snapshot naming nobody tells nothing of the silent peers
-    assert not t.view(DNS_A).seeded and not t.view(DNS_A).withdrawn_now
     t.seed(DNS_A, [("rrc00/p9", bgp._network(DNS_A, "x"))])  # one silent peer still routes it
     assert t.view(DNS_A).withdrawn_now and not t.view(DNS_B).withdrawn_now  # 3 of 4
+    t.seed(DNS_B, [])  # nobody routed it: whoever does later must say so on the stream
+    assert t.view(DNS_B).seeded and t.view(DNS_B).withdrawn_now  # 3 of 3
     t.clear()  # a reconnect: wait for a new snapshot
     feed(t, ["p1", "p2", "p3"], withdraw=[DNS_A])
     assert not t.view(DNS_A).withdrawn_now and not t.view(DNS_A).seeded
