@@ -108,14 +108,6 @@ class WebConfig:
         return "https" if self.ssl_context is not None else "http"
 
 
-def _readable(path: FsPath, key: str) -> list[tuple[str, str]]:
-    try:
-        path.read_bytes()
-    except OSError as exc:
-        return [(key, f"cannot read {path}: {exc.strerror}")]
-    return []
-
-
 @contextmanager
 def _in_memory(*contents: bytes) -> Iterator[list[str]]:
     """Paths that read back `contents`: the ssl module loads certificates from paths only.
@@ -155,16 +147,22 @@ def load_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
         context.load_cert_chain(cert, key, password=b"")
 
 
-def read_tls_files(section: TlsServerSection, base: FsPath) -> TlsFiles:
-    """Reads each file once; raises ValueError naming the key at fault."""
+def read_tls_files(
+    section: TlsServerSection, base: FsPath
+) -> tuple[TlsFiles | None, list[tuple[str, str]]]:
+    """Reads each named file once: the files, or None and a problem per file that cannot be
+    read (every one of them, not the first only)."""
     contents: dict[str, bytes | None] = {}
+    problems = []
     for key in ("cert_file", "key_file", "client_ca_file"):
         name = getattr(section, key)
         try:
             contents[key] = (base / name).read_bytes() if name else None
         except OSError as exc:
-            raise ValueError(f"{key}: cannot read {base / name}: {exc.strerror}") from None
-    return TlsFiles(
+            problems.append((key, f"cannot read {base / name}: {exc.strerror}"))
+    if problems:
+        return None, problems
+    files = TlsFiles(
         base / section.cert_file,
         base / section.key_file,
         base / section.client_ca_file if section.client_ca_file else None,
@@ -172,6 +170,7 @@ def read_tls_files(section: TlsServerSection, base: FsPath) -> TlsFiles:
         contents["key_file"] or b"",
         contents["client_ca_file"],
     )
+    return files, []
 
 
 def server_ssl_context(section: TlsServerSection, files: TlsFiles) -> ssl.SSLContext:
@@ -286,13 +285,11 @@ def _parse(text: str, file: str) -> WebConfig:
         base = FsPath(file).parent
         section = builder.build(TlsServerSection, raw_tls, ("tls_server_config",))
         if section is not None:
-            for key in ("cert_file", "key_file", "client_ca_file"):
-                name = getattr(section, key)
-                for field, message in _readable(base / name, key) if name else []:
-                    builder.fail(("tls_server_config", field), message)
-        if section is not None and not builder.problems:
+            files, unreadable = read_tls_files(section, base)
+            for field, message in unreadable:
+                builder.fail(("tls_server_config", field), message)
+        if section is not None and files is not None and not builder.problems:
             try:
-                files = read_tls_files(section, base)
                 context = server_ssl_context(section, files)
             except ValueError as exc:
                 key = str(exc).split(":", 1)[0].split("/", 1)[0]
