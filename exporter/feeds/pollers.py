@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
 
+from .. import httpbody
 from .health import FeedError, FeedFailure, FeedHealth, classify
 
 # Called with the decoded document and the time it arrived; raises to reject it.
@@ -75,13 +77,6 @@ class JsonPoller:
             return True
 
 
-async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    if response.content_length is not None and response.content_length > cap:
-        raise FeedFailure(FeedError.TOO_LARGE, f"Content-Length {response.content_length} > {cap}")
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise FeedFailure(FeedError.TOO_LARGE, f"body exceeds {cap} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def read_capped(response: aiohttp.ClientResponse, cap: int) -> Awaitable[bytes]:
+    """The body under the feed's cap; too large is the feed's `too_large` failure."""
+    return httpbody.read_capped(response, cap, partial(FeedFailure, FeedError.TOO_LARGE))

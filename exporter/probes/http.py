@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from yarl import URL
 
 from .. import __version__
 from ..egress import EgressPolicy
+from ..httpbody import read_capped
 from ..model import Phase, Reason
 from ..spec import CheckSpec
 from . import net
@@ -293,18 +295,7 @@ _TRACE = _trace_config()
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int, run: ProbeRun) -> bytes:
     with run.clock.phase(Phase.TRANSFER):
-        if response.content_length is not None and response.content_length > cap:
-            raise ProbeFailure(
-                Reason.BODY_TOO_LARGE,
-                f"Content-Length {response.content_length} exceeds {cap} bytes",
-            )
-        chunks, size = [], 0
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > cap:
-                raise ProbeFailure(Reason.BODY_TOO_LARGE, f"body exceeds {cap} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(response, cap, partial(ProbeFailure, Reason.BODY_TOO_LARGE))
 
 
 def _in_ranges(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
