@@ -135,7 +135,6 @@ class FeedSet:
                     self._add_health("bgp_seed"),
                     bgp.seed_url,
                     timeout=bgp.connect_timeout,
-                    clock=clock,
                 )
             self.ris = RisLiveClient(
                 health,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -43,13 +41,11 @@ class LookingGlassSeed:
         *,
         timeout: float,
         max_bytes: int = SEED_MAX_BYTES,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.health = health
         self.url = url
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self.clock = clock
 
     def url_for(self, prefix: str) -> str:
         query = {"resource": prefix, "look_back_limit": LOOK_BACK_LIMIT, "sourceapp": SOURCE_APP}
