@@ -5,6 +5,7 @@ sequences, disconnects, malformed and oversized messages, and unreachable feeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import textwrap
@@ -83,6 +84,19 @@ def start() -> Callable[[config.Config], TestClient]:
     return make
 
 
+@contextlib.asynccontextmanager
+async def seeded_exporter(
+    feeds: FeedServer, start: Callable[[config.Config], TestClient], *, routed: int
+) -> AsyncIterator[TestClient]:
+    """A started exporter streaming BGP, its table seeded by the looking glass with `routed`
+    silent peers that route both DNS prefixes."""
+    await feeds.ris.update(peers(routed), announce=[DNS_A, DNS_B])
+    async with start(feeds_config(feeds)) as client:
+        ris = client.app[RUNTIME].feeds.ris
+        await wait_for(lambda: ris.connected and feed_health(client, "bgp_seed").up)
+        yield client
+
+
 def status_of(client: TestClient, service: str) -> tuple[str, str]:
     state = client.app[RUNTIME].services[service]
     return state.status.value, state.layer.value
@@ -140,11 +154,9 @@ async def test_disconnects_clear_state_and_reconnect_with_backoff(
     feeds: FeedServer, start: Callable, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "exporter.feeds")
-    await feeds.ris.update(peers(5), announce=[DNS_A, DNS_B])  # the looking glass names them
-    async with start(feeds_config(feeds)) as client:
+    async with seeded_exporter(feeds, start, routed=5) as client:
         runtime: Runtime = client.app[RUNTIME]
         ris = runtime.feeds.ris
-        await wait_for(lambda: ris.connected and feed_health(client, "bgp_seed").up)
         await feeds.ris.update(peers(5), withdraw=[DNS_A, DNS_B])
         await wait_for(lambda: status_of(client, "instagram") == ("down", "bgp"))
 
@@ -277,11 +289,9 @@ async def test_malformed_and_oversized_messages(
     feeds: FeedServer, start: Callable, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "exporter.feeds")
-    await feeds.ris.update(peers(3), announce=[DNS_A, DNS_B])  # the looking glass names them
-    async with start(feeds_config(feeds)) as client:
+    async with seeded_exporter(feeds, start, routed=3) as client:
         runtime: Runtime = client.app[RUNTIME]
         ris = runtime.feeds.ris
-        await wait_for(lambda: ris.connected and feed_health(client, "bgp_seed").up)
         for text in (
             "not json",
             "[]",
