@@ -35,6 +35,11 @@ Probe = Callable[[CheckSpec], Awaitable[ProbeResult]]
 ResultSink = Callable[[CheckSpec, ProbeResult], int]
 
 
+def _now() -> float:
+    """The event loop's monotonic clock: a virtual-time loop (the model test) drives it."""
+    return asyncio.get_running_loop().time()
+
+
 def startup_spread(checks: int) -> float:
     """Pure: seconds over which the first probes of `checks` checks are spread."""
     return max(STARTUP_SPREAD, checks / STARTUP_RATE)
@@ -96,7 +101,7 @@ class Scheduler:
         Used to re-verify the vantage (control checks) the moment a Meta check first fails,
         so an uplink failure is recognised as ours before any Meta failure is confirmed.
         """
-        now = time.monotonic()
+        now = _now()
         for key in keys:
             event = self._wake.get(key)
             if event is not None:
@@ -124,7 +129,7 @@ class Scheduler:
             woken = self._wake_at.pop(check.key, None)
             if woken is not None and woken < due:
                 due = woken
-            remaining = due - time.monotonic()
+            remaining = due - _now()
             if remaining <= 0:
                 return due
             event.clear()  # safe: a wake before this point was taken from _wake_at above
@@ -137,11 +142,11 @@ class Scheduler:
                 timer.cancel()
 
     async def _loop(self, check: CheckSpec) -> None:
-        due = time.monotonic() + self._rng.uniform(0, min(self._spread, check.interval))
+        due = _now() + self._rng.uniform(0, min(self._spread, check.interval))
         while not self._stopping:
             due = await self._sleep_until(check, due)
             async with self._limit:
-                started = time.monotonic()
+                started = _now()
                 self.lag.observe(max(0.0, started - due))
                 self._last_start[check.key] = started
                 self.in_flight += 1
@@ -155,7 +160,7 @@ class Scheduler:
             except Exception:  # a bug downstream must not stop this check's timer
                 log.exception("recording the result of %s/%s failed", check.service, check.name)
             # Keep the cadence from the due time; after a long stall, start afresh from now.
-            due = max(due + next_delay(check, streak, self.settings, self._rng), time.monotonic())
+            due = max(due + next_delay(check, streak, self.settings, self._rng), _now())
 
 
 class LoopLagMonitor:
