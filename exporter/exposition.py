@@ -28,6 +28,7 @@ from prometheus_client.utils import floatToGoString
 from .dnsclient import rcode_number
 from .metrics import check_families
 from .runtime import Snapshot
+from .spec import CONTROL_SERVICE
 from .store import CheckRecord, Histogram
 
 Records = Mapping[tuple[str, str], CheckRecord]
@@ -132,6 +133,9 @@ def _family(rows: list[Row], family: str) -> str:
         return _failures(family + "_total", rows)
     if family == "meta_probes":
         return _gauge_rows(family + "_total", rows, lambda r: float(r.probes_total))
+    if family in _META_ONLY:
+        read, suffix = _META_ONLY[family]
+        return _gauge_rows(family + suffix, rows, lambda r: _meta_only(r, read))
     read = _LAST_VALUES[family]  # KeyError: a family metrics.py has and this file lacks
     return _gauge_rows(family, rows, lambda r: _last(r, read))
 
@@ -152,6 +156,18 @@ _LAST_VALUES: dict[str, Callable[[CheckRecord], float | None]] = {
     ),
     "meta_probe_last_probe_timestamp_seconds": lambda r: r.last.started_at,
     "meta_probe_consecutive_failures": lambda r: float(r.consecutive_failures),
+}
+
+
+def _meta_only(record: CheckRecord, read: Callable[[CheckRecord], float]) -> float | None:
+    return None if record.spec.service == CONTROL_SERVICE else read(record)
+
+
+# Families of Meta checks only (the SLI and the verdict's view): (value, name suffix).
+_META_ONLY: dict[str, tuple[Callable[[CheckRecord], float], str]] = {
+    "meta_probes_judged": (lambda r: float(r.judged_total), "_total"),
+    "meta_probe_judged_failures": (lambda r: float(r.judged_failures), "_total"),
+    "meta_check_failing": (lambda r: 1.0 if r.counted_failing else 0.0, ""),
 }
 
 

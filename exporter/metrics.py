@@ -29,6 +29,7 @@ from .feeds.official import OfficialStatus
 from .feeds.report import official_by_service
 from .model import Layer, Status
 from .runtime import Snapshot
+from .spec import CONTROL_SERVICE
 from .store import CheckRecord, Histogram
 
 CACHED = " (from the latest background probe, not probed on scrape)"
@@ -137,6 +138,28 @@ METRICS: tuple[MetricDoc, ...] = (
         "gauge",
         ("service", "check"),
         "Failed probes in a row (a check counts as failing once this reaches confirm_failures).",
+    ),
+    MetricDoc(
+        "meta_probes_judged_total",
+        "counter",
+        ("service", "check"),
+        "Probes of a Meta check that counted toward its verdict: measured while this vantage"
+        " was healthy and settled, and vouched for by the control checks after (the SLI;"
+        " probes from an offline, unsettled or recovering vantage are never in it).",
+    ),
+    MetricDoc(
+        "meta_probe_judged_failures_total",
+        "counter",
+        ("service", "check"),
+        "The failed ones among meta_probes_judged_total.",
+    ),
+    MetricDoc(
+        "meta_check_failing",
+        "gauge",
+        ("service", "check"),
+        "1 when this Meta check's failure counts in its service's verdict (confirmed by"
+        " re-check, measured while the vantage was healthy and settled, vouched for by the"
+        " control checks after), else 0.",
     ),
     MetricDoc(
         "meta_feed_up",
@@ -291,9 +314,20 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
     failures = CounterMetricFamily("meta_probe_failures", doc.help, labels=list(doc.labels))
     doc = _DOCS["meta_probe_phase_duration_seconds"]
     phases = HistogramMetricFamily(doc.name, doc.help, labels=list(doc.labels))
+    doc = _DOCS["meta_probes_judged_total"]
+    judged = CounterMetricFamily("meta_probes_judged", doc.help, labels=list(doc.labels))
+    doc = _DOCS["meta_probe_judged_failures_total"]
+    judged_failures = CounterMetricFamily(
+        "meta_probe_judged_failures", doc.help, labels=list(doc.labels)
+    )
+    failing = _gauge("meta_check_failing")
     for (service, check), record in records.items():
         labels = [service, check]
         probes.add_metric(labels, float(record.probes_total))
+        if service != CONTROL_SERVICE:  # the SLI is Meta's: control checks are not in it
+            judged.add_metric(labels, float(record.judged_total))
+            judged_failures.add_metric(labels, float(record.judged_failures))
+            failing.add_metric(labels, 1.0 if record.counted_failing else 0.0)
         for reason, count in sorted(record.failures.items(), key=lambda item: item[0].value):
             failures.add_metric([*labels, reason.value], float(count))
         for phase, histogram in sorted(record.phases.items(), key=lambda item: item[0].value):
@@ -330,6 +364,9 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
         protocol,
         last,
         in_row,
+        judged,
+        judged_failures,
+        failing,
     )
 
 

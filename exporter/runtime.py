@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import ConfigError
 from .feeds.feedset import FeedSet, FeedsView
@@ -22,7 +22,16 @@ from .resolver import Resolver, system_resolvers
 from .scheduler import LAG_BUCKETS, LoopLagMonitor, Scheduler
 from .spec import CheckSpec, Config, ServiceSpec
 from .store import CheckRecord, Histogram, ResultStore
-from .verdict import ServiceState, VantageHealth, next_state, service_verdict, vantage_health
+from .verdict import (
+    Judgement,
+    ServiceState,
+    VantageHealth,
+    counts,
+    judge,
+    next_state,
+    service_verdict,
+    vantage_health,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,10 @@ class Runtime:
         self.env = build_env(config)
         self.services: dict[str, ServiceState] = {}
         self.history = History()
-        self.vantage = VantageHealth(True, "control checks have not run yet")
+        self.vantage = VantageHealth(True, "control checks have not run yet", known=False)
+        # Meta results waiting for the control checks to vouch for the vantage (the SLI).
+        self._unjudged: list[tuple[tuple[str, str], ProbeResult]] = []
+        self._was_down = False
         self.started_at = clock()
         self.reload_successful = True
         self.reload_success_time = self.started_at
@@ -87,8 +99,20 @@ class Runtime:
         return await run_probe(check, self.env)
 
     def on_result(self, check: CheckSpec, result: ProbeResult) -> int:
-        """Record a result, update verdicts; returns the check's suspect streak."""
-        record = self.store.record(check.key, result)
+        """Record a result, update verdicts; returns the streak the scheduler re-checks by."""
+        confirm = self.config.settings.confirm_failures
+        control = self.config.control
+        if control is not None and check.service == control.name:
+            record = self.store.record(check.key, result, confirm)
+            if record is None:
+                return 0
+            self._refresh_all()
+            # While the vantage is not up, re-check the control checks fast: its recovery
+            # is what lets Meta be judged again.
+            return 1 if self.vantage.known and not self.vantage.up else record.suspect_streak
+        vantage = self.vantage
+        fresh = result.started_at >= vantage.fresh_from
+        record = self.store.record(check.key, result, confirm, streak=fresh)
         if record is None:
             return 0
         if not result.success:
@@ -99,40 +123,121 @@ class Runtime:
                 result.reason.value,
                 result.detail,
             )
-        control = self.config.control
-        if control is not None and check.service == control.name:
-            self._refresh_all()
-        else:
-            if not result.success and result.measured and record.consecutive_failures == 1:
-                self._reverify_vantage(check)
-            self._refresh(self.config.service(check.service))
-        return record.suspect_streak
+        if result.measured and vantage.judging:
+            if not fresh:  # probed before the vantage settled: probe again, now
+                self._wake([check.key], 0.0)
+            elif self._no_control:  # nothing to vouch for the vantage: counts at once
+                self._count_judged(record, result)
+            else:
+                self._unjudged.append((check.key, result))
+                if not result.success and record.consecutive_failures in (1, confirm):
+                    # Is it Meta or us? Re-run the control checks now, so they vouch for
+                    # the vantage after the failure that began the streak and after the
+                    # one that confirmed it.
+                    self._wake([c.key for c in control.checks], check.recheck_interval / 2)
+        self._refresh(self.config.service(check.service))
+        # No fast re-check while the vantage cannot judge: the result would not count.
+        return record.suspect_streak if fresh and vantage.judging else 0
 
-    def _reverify_vantage(self, check: CheckSpec) -> None:
-        """A Meta check just started failing: re-run the control checks now, so we know
-        whether it is Meta or us before the failure is confirmed."""
-        control = self.config.control
-        if control is not None and self._scheduler is not None:
-            self._scheduler.wake(
-                [c.key for c in control.checks], min_gap=check.recheck_interval / 2
-            )
+    @property
+    def _no_control(self) -> bool:
+        return self.config.control is None or not self.config.control.checks
+
+    def _wake(self, keys: list[tuple[str, str]], min_gap: float) -> None:
+        if self._scheduler is not None and keys:
+            self._scheduler.wake(keys, min_gap=min_gap)
+
+    def _count_judged(self, record: CheckRecord, result: ProbeResult) -> None:
+        record.judged_total += 1
+        if not result.success:
+            record.judged_failures += 1
+
+    def _judge_pending(self) -> None:
+        """Count into the SLI the Meta results the control checks have now vouched for;
+        drop those probed while the vantage was down, unsettled or recovering."""
+        vantage = self.vantage
+        if not vantage.judging:
+            self._unjudged.clear()
+            return
+        waiting = []
+        for key, result in self._unjudged:
+            if result.started_at > vantage.verified_at:
+                waiting.append((key, result))
+            elif counts(result, vantage) and (record := self.store.records.get(key)):
+                self._count_judged(record, result)
+        self._unjudged = waiting
 
     def _refresh_all(self) -> None:
         states = self.store.states()
         control = self.config.control
         pairs = [(c, states[c.key]) for c in control.checks] if control else []
-        vantage = vantage_health(pairs, self.config.settings.confirm_failures)
-        if vantage.up != self.vantage.up and (pairs and any(s.last for _, s in pairs)):
+        vantage = self._stamp(vantage_health(pairs, self.config.settings.confirm_failures))
+        if vantage.known and vantage.up != self.vantage.up:
             log.warning("vantage %s: %s", "up" if vantage.up else "DOWN", vantage.detail)
         self.vantage = vantage
+        self._judge_pending()
         self.history.note(VANTAGE, self.clock(), _vantage_status(vantage))
         known = {s.name for s in self.config.meta_services}
         for name in list(self.services):
             if name not in known:
                 del self.services[name]
         self.history.retain(known)
+        states = self.store.states()
         for service in self.config.meta_services:
             self._refresh(service, states)
+
+    def _stamp(self, vantage: VantageHealth) -> VantageHealth:
+        """Carry the vantage's marks over, and set them when it settles or recovers.
+
+        From a mark on, Meta is judged afresh: the failure streaks restart, and the checks
+        whose last result is now stale are probed again at once (their services hold).
+        """
+        previous = self.vantage
+        settled_since, recovered_at = previous.settled_since, previous.recovered_at
+        if vantage.known and not vantage.up:
+            self._was_down = True
+        if vantage.judging and (
+            not previous.judging or (vantage.dns_ok and not previous.dns_ok) or self._was_down
+        ):
+            settled_since = self.clock()
+            if self._was_down:
+                recovered_at = settled_since
+                self._was_down = False
+            stamped = replace(vantage, settled_since=settled_since, recovered_at=recovered_at)
+            self._restart_meta(stamped)
+            return stamped
+        return replace(vantage, settled_since=settled_since, recovered_at=recovered_at)
+
+    def _restart_meta(self, vantage: VantageHealth) -> None:
+        stale = []
+        for service in self.config.meta_services:
+            for check in service.checks:
+                record = self.store.records.get(check.key)
+                if record is None:
+                    continue
+                record.restart_streaks()
+                if record.last is not None and judge(record.state(), vantage, 1) in (
+                    Judgement.STALE,
+                    Judgement.SILENT,
+                ):
+                    stale.append(check.key)
+        if stale:
+            log.info("vantage settled: probing %d Meta checks again", len(stale))
+        self._wake(stale, 0.0)
+
+    def _mark_failing(self, service: ServiceSpec, states: Mapping) -> None:
+        """meta_check_failing: held while the vantage is unsettled, like the verdict."""
+        vantage = self.vantage
+        if vantage.known and vantage.up and not vantage.settled:
+            return
+        confirm = self.config.settings.confirm_failures
+        for check in service.checks:
+            record = self.store.records.get(check.key)
+            state = states.get(check.key)
+            if record is not None and state is not None:
+                record.counted_failing = (
+                    vantage.judging and judge(state, vantage, confirm) is Judgement.FAILING
+                )
 
     def _refresh(self, service: ServiceSpec, states: Mapping | None = None) -> None:
         if states is None:
@@ -144,6 +249,7 @@ class Runtime:
             self.config.settings.confirm_failures,
             self.feeds.withdrawn(),
         )
+        self._mark_failing(service, states)
         previous = self.services.get(service.name)
         now = self.clock()
         state = next_state(previous, verdict, now)
@@ -223,17 +329,19 @@ class Runtime:
 
     # -- one-shot ----------------------------------------------------------------------
 
-    async def check_once(self) -> None:
+    async def check_once(self, rounds: int = 3) -> None:
         """Probe every check once, re-checking failures until confirmed (the `check` command).
 
-        The control checks run last, so they vouch for the vantage after every Meta failure
-        began (see verdict.py).
+        The control checks run first, since no Meta failure counts before the vantage has
+        settled; then the Meta checks; then the control checks again, to vouch for the
+        vantage after every Meta failure (see verdict.py). Meta checks left stale or
+        unvouched (a control check failed meanwhile) run again, for at most `rounds` rounds.
         """
         limit = asyncio.Semaphore(self.config.settings.max_concurrency)
         confirm = self.config.settings.confirm_failures
 
         async def until_confirmed(check: CheckSpec) -> None:
-            while True:
+            for _ in range(confirm):
                 async with limit:
                     result = await self.probe(check)
                 streak = self.on_result(check, result)
@@ -241,12 +349,27 @@ class Runtime:
                     return
                 await asyncio.sleep(check.recheck_interval)
 
-        control = self.config.control
-        await asyncio.gather(
-            *(until_confirmed(c) for s in self.config.meta_services for c in s.checks)
-        )
-        if control is not None:
-            await asyncio.gather(*(until_confirmed(c) for c in control.checks))
+        async def each(checks: list[CheckSpec]) -> None:
+            await asyncio.gather(*(until_confirmed(check) for check in checks))
+
+        control = list(self.config.control.checks) if self.config.control else []
+        meta = [check for service in self.config.meta_services for check in service.checks]
+        await each(control)
+        for _ in range(rounds):
+            await each(meta)
+            await each(control)
+            if not self.vantage.judging:
+                return
+            meta = [check for check in meta if self._awaits_evidence(check)]
+            if not meta:
+                return
+
+    def _awaits_evidence(self, check: CheckSpec) -> bool:
+        record = self.store.records.get(check.key)
+        if record is None:
+            return False
+        verdict = judge(record.state(), self.vantage, self.config.settings.confirm_failures)
+        return verdict in (Judgement.STALE, Judgement.PENDING)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -60,13 +60,22 @@ class CheckRecord:
     failures: Counter[Reason] = field(default_factory=Counter)
     phases: dict[Phase, Histogram] = field(default_factory=dict)
 
-    # started_at of the first failure of the current streak (None while not failing).
+    # started_at of the first failure of the current streak (None while not failing), and
+    # of the failure that confirmed it (the confirm_failures-th in a row).
     failing_since: float | None = None
+    confirmed_at: float | None = None
+    # The SLI: probes that counted toward the verdict (see Runtime._judge_pending).
+    judged_total: int = 0
+    judged_failures: int = 0
+    # Whether its failure counts in the service's verdict now (meta_check_failing).
+    counted_failing: bool = False
     # The last certificate expiry seen, kept while later probes fail before TLS (a DNS
     # outage must not blind the expiry alert).
     tls_expiry: float | None = None
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult, confirm: int, *, streak: bool = True) -> None:
+        """Keep the result; `streak=False` (probed before the vantage settled) leaves the
+        failure and slowness streaks as they are."""
         self.last = result
         self.probes_total += 1
         if result.tls_expiry is not None:
@@ -78,18 +87,27 @@ class CheckRecord:
             histogram.observe(seconds)
         if not result.success:
             self.failures[result.reason] += 1
-        if not result.measured:
+        if not result.measured or not streak:
             return  # a blocked or crashed probe says nothing: streaks neither grow nor reset
         if result.success:
-            self.consecutive_failures = 0
-            self.failing_since = None
-            slow = result.duration > self.spec.latency_threshold
-            self.consecutive_slow = self.consecutive_slow + 1 if slow else 0
+            slow_streak = self.consecutive_slow
+            self.restart_streaks()
+            if result.duration > self.spec.latency_threshold:
+                self.consecutive_slow = slow_streak + 1
         else:
             if self.consecutive_failures == 0:
                 self.failing_since = result.started_at
             self.consecutive_failures += 1
+            if self.consecutive_failures >= confirm and self.confirmed_at is None:
+                self.confirmed_at = result.started_at
             self.consecutive_slow = 0
+
+    def restart_streaks(self) -> None:
+        """Forget the failure and slowness streaks (the vantage settled: judge afresh)."""
+        self.consecutive_failures = 0
+        self.failing_since = None
+        self.confirmed_at = None
+        self.consecutive_slow = 0
 
     @property
     def suspect_streak(self) -> int:
@@ -104,7 +122,11 @@ class CheckRecord:
 
     def state(self) -> CheckState:
         return CheckState(
-            self.last, self.consecutive_failures, self.consecutive_slow, self.failing_since
+            self.last,
+            self.consecutive_failures,
+            self.consecutive_slow,
+            self.failing_since,
+            self.confirmed_at,
         )
 
 
@@ -127,11 +149,13 @@ class ResultStore:
                 record.spec = spec
                 record.consecutive_slow = 0  # the threshold may have changed
 
-    def record(self, key: tuple[str, str], result: ProbeResult) -> CheckRecord | None:
+    def record(
+        self, key: tuple[str, str], result: ProbeResult, confirm: int, *, streak: bool = True
+    ) -> CheckRecord | None:
         """None when the check was removed by a reload while its probe ran."""
         record = self.records.get(key)
         if record is not None:
-            record.record(result)
+            record.record(result, confirm, streak=streak)
         return record
 
     def states(

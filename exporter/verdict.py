@@ -1,20 +1,25 @@
 """Verdicts, as pure functions: check states -> vantage health -> service status and layer.
 
-Rules (README "How the verdict is reached"):
-- A check is *failing* only when its last result failed and that was confirmed
-  (confirm_failures measured failures in a row: the first failure plus its fast re-check),
-  so a single lost packet is never an outage; *slow* likewise for slow successes.
-  Blocked or crashed probes measure nothing and neither extend nor break a streak.
-- The vantage is down when every control check (non-Meta targets) is failing — or was
-  blocked by the egress policy: then nothing can be said about Meta, and every Meta
-  service is UNKNOWN rather than DOWN. While a control check has an unconfirmed failure
-  the Meta verdicts hold still, and a Meta failure counts only once every control check
-  has run again since it began (the scheduler re-runs them at once), so a dying uplink is
-  never reported as Meta going down first. When the control DNS checks fail, our own
-  resolver is broken and DNS failures are not held against Meta.
-- A service is DOWN when all its measured critical checks are failing (all its checks,
-  if none is marked critical), DEGRADED when any check is failing or slow, UP otherwise,
-  UNKNOWN when nothing measured it.
+The evidence rule (README "How the verdict is reached"): **a Meta failure counts only if it
+was measured while the vantage was healthy and settled, and the control checks vouched for
+the vantage after it; "up" needs a success.** In detail:
+- The vantage is *up* while more than half of its control checks (non-Meta targets) pass;
+  a control check fails once its failure is confirmed, or when the egress policy blocks it.
+  A cached answer from our resolver can keep one control passing while the uplink is gone,
+  so one of three passing is not enough. While the vantage is down every Meta service is
+  UNKNOWN. While a control check has an unconfirmed failure the vantage is *unsettled* and
+  the Meta verdicts hold still. When the control DNS checks all fail our resolver is broken:
+  DNS failures are not held against Meta.
+- The runtime stamps two moments on the vantage: `settled_since`, when it last became up
+  and settled (or its resolver came back), and `recovered_at`, when it last came back from
+  down. A Meta failure probed before `settled_since`, and any result probed before
+  `recovered_at`, is *stale*: it is re-probed at once, and its service holds until then.
+- A check is *failing* when its last result is a fresh, measured failure, confirmed
+  (confirm_failures in a row: the first failure plus its fast re-check), and every control
+  check ran after the failure that confirmed it. Blocked or crashed probes measure nothing.
+- A service is DOWN when all its measured critical checks are failing (all its checks if
+  none is critical), DEGRADED when any check is failing or slow, UP when a critical check's
+  last result is a success, and otherwise holds its previous verdict (UNKNOWN at first).
 - A service whose DNS prefixes (dns_prefixes) are all withdrawn from BGP by most peers is
   DOWN at layer bgp at once, before resolvers' caches expire and DNS starts failing; it
   stays at bgp, the root cause, while DNS and the layers above fail after it.
@@ -24,6 +29,7 @@ Rules (README "How the verdict is reached"):
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +47,8 @@ class CheckState:
     consecutive_slow: int = 0
     # started_at of the first failure of the current streak.
     failing_since: float | None = None
+    # started_at of the failure that confirmed the streak (the confirm_failures-th in a row).
+    confirmed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,12 @@ class Verdict:
     status: Status
     layer: Layer
     detail: str
+    # True: no fresh evidence either way; keep the previous verdict (this one only if none).
+    hold: bool = False
+
+
+def _hold(detail: str) -> Verdict:
+    return Verdict(Status.UNKNOWN, Layer.NONE, detail, hold=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +80,49 @@ class VantageHealth:
     settled: bool = True
     # False when the vantage's own resolver fails: DNS failures say nothing about Meta.
     dns_ok: bool = True
-    # When every control check last ran: a Meta failure that began later is not yet
-    # known to be Meta's (+inf without control checks: nothing to wait for).
+    # When every control check last ran: a Meta failure confirmed later is not yet known
+    # to be Meta's (+inf without control checks: nothing to wait for).
     verified_at: float = math.inf
+    # False until every control check has run once: nothing is judged before.
+    known: bool = True
+    # Stamped by the runtime (see the module docstring): failures probed before
+    # settled_since, and any result probed before recovered_at, are stale.
+    settled_since: float = -math.inf
+    recovered_at: float = -math.inf
+
+    @property
+    def judging(self) -> bool:
+        """Meta results measured now can count: known, up and settled."""
+        return self.known and self.up and self.settled
+
+    @property
+    def fresh_from(self) -> float:
+        """Meta results probed before this moment are stale."""
+        return max(self.settled_since, self.recovered_at)
+
+
+def counts(result: ProbeResult, vantage: VantageHealth) -> bool:
+    """Pure: does this Meta result count toward the SLI (meta_probes_judged_total)?
+
+    The verdict's evidence rule for every result, success or failure alike: measured after
+    the vantage last settled, and vouched for by the control checks after it."""
+    return (
+        vantage.judging
+        and result.measured
+        and vantage.fresh_from <= result.started_at <= vantage.verified_at
+        and (result.success or result.layer is not Layer.DNS or vantage.dns_ok)
+    )
+
+
+class Judgement(enum.Enum):
+    """What one check's last result says about Meta under the evidence rule."""
+
+    PASSING = "passing"
+    SLOW = "slow"
+    FAILING = "failing"  # confirmed, fresh, vouched for by the control checks
+    PENDING = "pending"  # a fresh failure not yet confirmed or not yet vouched for
+    STALE = "stale"  # not run yet, or probed before the vantage recovered or settled
+    SILENT = "silent"  # measured nothing about Meta (blocked, crashed, our resolver)
 
 
 def is_failing(state: CheckState, confirm: int) -> bool:
@@ -81,11 +135,8 @@ def is_failing(state: CheckState, confirm: int) -> bool:
     )
 
 
-def is_slow(state: CheckState, confirm: int) -> bool:
-    return state.last is not None and state.last.success and state.consecutive_slow >= confirm
-
-
-def _blocked_or_failing(state: CheckState, confirm: int) -> bool:
+def _control_failed(state: CheckState, confirm: int) -> bool:
+    """A control check counts against the vantage: blocked, or a confirmed failure."""
     last = state.last
     if last is None or last.success:
         return False
@@ -106,21 +157,31 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
     checks = list(control)
     if not checks:
         return VantageHealth(True, "no control checks configured: the vantage is assumed healthy")
-    if all(state.last is None for _, state in checks):
-        return VantageHealth(True, "control checks have not run yet", verified_at=-math.inf)
-    verified_at = min((s.last.started_at if s.last else -math.inf) for _, s in checks)
+    if any(state.last is None for _, state in checks):
+        return VantageHealth(
+            True, "control checks have not run yet", verified_at=-math.inf, known=False
+        )
+    verified_at = min(s.last.started_at for _, s in checks if s.last is not None)
     settled = not any(_unconfirmed_failure(state, confirm) for _, state in checks)
     resolver_checks = [state for spec, state in checks if spec.kind == "dns"]
-    dns_ok = not resolver_checks or not all(
-        _blocked_or_failing(s, confirm) for s in resolver_checks
-    )
-    down = [spec for spec, state in checks if _blocked_or_failing(state, confirm)]
-    if len(down) == len(checks):
-        blocked = all(state.last is not None and not state.last.measured for _, state in checks)
+    dns_ok = not resolver_checks or not all(_control_failed(s, confirm) for s in resolver_checks)
+    down = [spec for spec, state in checks if _control_failed(state, confirm)]
+    passing = len(checks) - len(down)
+    if passing * 2 <= len(checks):
+        blocked = all(
+            state.last is not None and not state.last.measured
+            for spec, state in checks
+            if spec in down
+        )
         why = "blocked by the egress policy" if blocked else "failing"
+        which = (
+            "every control check is"
+            if not passing
+            else f"{len(down)} of {len(checks)} control checks are"
+        )
         return VantageHealth(
             False,
-            f"every control check is {why}: the problem is this vantage's network, "
+            f"{which} {why}: the problem is this vantage's network, "
             "so Meta cannot be judged from here",
             settled,
             dns_ok,
@@ -129,22 +190,39 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
     if not dns_ok:
         detail = "this vantage's resolver fails: DNS failures are not blamed on Meta"
     elif down:
-        detail = f"{len(checks) - len(down)} of {len(checks)} control checks pass"
+        detail = f"{passing} of {len(checks)} control checks pass"
     else:
         detail = "control checks pass"
     return VantageHealth(True, detail, settled, dns_ok, verified_at)
 
 
+def judge(state: CheckState, vantage: VantageHealth, confirm: int) -> Judgement:
+    """Pure: what this check's last result says about Meta (see the module docstring)."""
+    last = state.last
+    if last is None:
+        return Judgement.STALE
+    if not last.measured:
+        return Judgement.SILENT
+    if last.started_at < vantage.recovered_at:
+        return Judgement.STALE
+    if last.success:
+        fresh = last.started_at >= vantage.settled_since
+        return Judgement.SLOW if fresh and state.consecutive_slow >= confirm else Judgement.PASSING
+    if last.layer is Layer.DNS and not vantage.dns_ok:
+        return Judgement.SILENT
+    if last.started_at < vantage.settled_since or (
+        state.failing_since is not None and state.failing_since < vantage.settled_since
+    ):
+        return Judgement.STALE
+    if state.consecutive_failures < confirm:
+        return Judgement.PENDING
+    # Vouched for: every control check ran after the failure that confirmed the streak.
+    confirmed_at = state.confirmed_at if state.confirmed_at is not None else last.started_at
+    return Judgement.FAILING if confirmed_at <= vantage.verified_at else Judgement.PENDING
+
+
 def _lowest_layer(results: Iterable[ProbeResult]) -> Layer:
     return min((r.layer for r in results), key=lambda layer: layer.rank, default=Layer.NONE)
-
-
-def _says_nothing_about_meta(state: CheckState, vantage: VantageHealth) -> bool:
-    """Results that cannot be held against Meta: not measured, or DNS while our resolver fails."""
-    last = state.last
-    if last is None or not last.measured:
-        return True
-    return not last.success and last.layer is Layer.DNS and not vantage.dns_ok
 
 
 def service_verdict(
@@ -153,38 +231,42 @@ def service_verdict(
     vantage: VantageHealth,
     confirm: int,
     withdrawn: frozenset[str] = frozenset(),
-) -> Verdict | None:
-    """The service's verdict, or None to hold the previous one (the vantage is being re-checked).
+) -> Verdict:
+    """The service's verdict; `hold` set when the previous one should stand.
 
     `withdrawn`: prefixes the BGP feed sees withdrawn by most peers (empty: none, or no feed).
     """
+    if not vantage.known:
+        return _hold("waiting for the control checks")
     if not vantage.up:
         return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
     if not vantage.settled:
-        return None
+        return _hold("waiting for the control checks")
     if service.dns_prefixes and withdrawn.issuperset(service.dns_prefixes):
         return _bgp_verdict(service, states, confirm)
-    pairs = [(spec, states.get(spec.key, CheckState())) for spec in service.checks]
-    measured = [(spec, s) for spec, s in pairs if not _says_nothing_about_meta(s, vantage)]
-    if not measured:
-        if not vantage.dns_ok and any(s.last is not None for _, s in pairs):
-            return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
-        ran = any(s.last is not None for _, s in pairs)
-        return Verdict(
-            Status.UNKNOWN,
-            Layer.NONE,
-            "every check was blocked or could not run" if ran else "no probe has finished yet",
+    judged = [
+        (
+            spec,
+            states.get(spec.key, CheckState()),
+            judge(states.get(spec.key, CheckState()), vantage, confirm),
         )
-
-    def failing(state: CheckState) -> bool:
-        # Confirmed, and the vantage was verified healthy after the failure began.
-        return is_failing(state, confirm) and (state.failing_since or 0.0) <= vantage.verified_at
-
-    failed = [(spec, s) for spec, s in measured if failing(s)]
+        for spec in service.checks
+    ]
+    measured = [(spec, s, j) for spec, s, j in judged if j is not Judgement.SILENT]
+    if not measured:
+        if not vantage.dns_ok and any(s.last is not None for _, s, _ in judged):
+            return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
+        return Verdict(Status.UNKNOWN, Layer.NONE, "every check was blocked or could not run")
+    if any(j is Judgement.STALE for _, _, j in measured):
+        ran = any(s.last is not None for _, s, _ in judged)
+        return _hold(
+            "re-probing after this vantage recovered" if ran else "no probe has finished yet"
+        )
+    failed = [(spec, s) for spec, s, j in measured if j is Judgement.FAILING]
     has_critical = any(spec.critical for spec in service.checks)
-    critical = [(spec, s) for spec, s in measured if spec.critical or not has_critical]
+    critical = [j for spec, _, j in measured if spec.critical or not has_critical]
     layer = _lowest_layer(s.last for _, s in failed if s.last is not None)
-    if failed and critical and all(failing(s) for _, s in critical):
+    if failed and critical and all(j is Judgement.FAILING for j in critical):
         names = ", ".join(spec.name for spec, _ in failed)
         return Verdict(Status.DOWN, layer, f"failing at {layer.value}: {names}")
     if failed:
@@ -192,7 +274,7 @@ def service_verdict(
         return Verdict(
             Status.DEGRADED, layer, f"{len(failed)} of {len(measured)} checks failing: {names}"
         )
-    slow = [(spec, s) for spec, s in measured if is_slow(s, confirm)]
+    slow = [(spec, s) for spec, s, j in measured if j is Judgement.SLOW]
     if slow:
         names = ", ".join(
             f"{spec.name} {s.last.duration:.2f}s > {spec.latency_threshold:g}s"
@@ -200,8 +282,15 @@ def service_verdict(
             if s.last
         )
         return Verdict(Status.DEGRADED, Layer.NONE, f"slow: {names}")
-    passing = "1 check passes" if len(measured) == 1 else f"{len(measured)} checks pass"
-    return Verdict(Status.UP, Layer.NONE, passing)
+    if not any(j is Judgement.PASSING for j in critical):
+        # Up needs a success: only unconfirmed failures so far.
+        return _hold("failures not yet confirmed")
+    passing = sum(j is Judgement.PASSING for _, _, j in measured)
+    checks = "1 check passes" if passing == 1 else f"{passing} checks pass"
+    pending = len(measured) - passing
+    return Verdict(
+        Status.UP, Layer.NONE, checks if not pending else f"{checks}, {pending} re-checking"
+    )
 
 
 def _bgp_verdict(
@@ -219,12 +308,10 @@ def _bgp_verdict(
     )
 
 
-def next_state(previous: ServiceState | None, verdict: Verdict | None, now: float) -> ServiceState:
+def next_state(previous: ServiceState | None, verdict: Verdict, now: float) -> ServiceState:
     """Carry `since` over while the status holds; a new status starts a new period."""
-    if verdict is None:  # hold: the vantage is being re-verified
-        return previous or ServiceState(
-            Status.UNKNOWN, Layer.NONE, now, "waiting for the control checks"
-        )
+    if verdict.hold and previous is not None:
+        return previous
     if previous is not None and previous.status is verdict.status:
         return ServiceState(verdict.status, verdict.layer, previous.since, verdict.detail)
     return ServiceState(verdict.status, verdict.layer, now, verdict.detail)

@@ -66,6 +66,8 @@ async def test_metrics_match_readme_reference(client: TestClient, frontend: Fron
     aliases = {
         "meta_probes": "meta_probes_total",
         "meta_probe_failures": "meta_probe_failures_total",
+        "meta_probes_judged": "meta_probes_judged_total",
+        "meta_probe_judged_failures": "meta_probe_judged_failures_total",
         "meta_exporter_build": "meta_exporter_build_info",
     }
     seen = set()

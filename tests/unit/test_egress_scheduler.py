@@ -88,13 +88,13 @@ def test_streaks_live_in_the_store_and_ignore_unmeasured_results() -> None:
         (Reason.OK, 1.5, 15.0),
         (Reason.OK, 0.1, 16.0),
     ]:
-        record.record(ProbeResult(reason is Reason.OK, reason, duration, started))
-        seen.append((record.suspect_streak, record.consecutive_failures, record.failing_since))
+        record.record(ProbeResult(reason is Reason.OK, reason, duration, started), confirm=2)
+        seen.append((record.suspect_streak, record.consecutive_failures, record.confirmed_at))
     assert seen == [
-        (1, 1, 10.0),
-        (0, 1, 10.0),
-        (0, 1, 10.0),
-        (2, 2, 10.0),
+        (1, 1, None),
+        (0, 1, None),
+        (0, 1, None),
+        (2, 2, 13.0),  # confirmed by the failure started at 13.0
         (1, 0, None),
         (2, 0, None),
         (0, 0, None),
@@ -108,8 +108,8 @@ def test_streaks_live_in_the_store_and_ignore_unmeasured_results() -> None:
 
 def test_last_seen_certificate_expiry_survives_later_failures() -> None:
     record = CheckRecord(CHECK)
-    record.record(ProbeResult(True, Reason.OK, 0.1, 1.0, tls_expiry=2e9))
-    record.record(ProbeResult(False, Reason.DNS_SERVFAIL, 0.1, 2.0))
+    record.record(ProbeResult(True, Reason.OK, 0.1, 1.0, tls_expiry=2e9), confirm=2)
+    record.record(ProbeResult(False, Reason.DNS_SERVFAIL, 0.1, 2.0), confirm=2)
     assert record.tls_expiry == 2e9
 
 
@@ -139,7 +139,7 @@ async def test_scheduler_rechecks_fast_and_respects_concurrency() -> None:
         seen.append((check.name, res.reason))
         if sum(1 for name, _ in seen if name == "c0") == 2 and len(seen) >= 7:
             done.set()
-        record = store.record(check.key, res)
+        record = store.record(check.key, res, confirm=2)
         assert record is not None
         return record.suspect_streak
 

@@ -10,8 +10,11 @@ from exporter.model import Layer, ProbeResult, Reason, Status
 from exporter.spec import ServiceSpec
 from exporter.verdict import (
     CheckState,
+    Judgement,
     ServiceState,
     VantageHealth,
+    counts,
+    judge,
     next_state,
     service_verdict,
     vantage_health,
@@ -34,6 +37,10 @@ def ok() -> CheckState:
 
 def failing(reason: Reason, times: int = CONFIRM) -> CheckState:
     return CheckState(result(reason), times, 0)
+
+
+def blocked() -> CheckState:
+    return CheckState(result(Reason.BLOCKED_BY_POLICY), 0, 0)
 
 
 def slow() -> CheckState:
@@ -98,16 +105,6 @@ SERVICE = ServiceSpec(
             id="non-critical-failing-is-degraded",
         ),
         pytest.param(
-            {
-                "dns": ok(),
-                "web": failing(Reason.HTTP_STATUS, times=1),
-                "graph": failing(Reason.HTTP_STATUS, 1),
-            },
-            Status.UP,
-            Layer.NONE,
-            id="unconfirmed-failures-are-not-an-outage",
-        ),
-        pytest.param(
             {"dns": ok(), "web": slow(), "graph": ok()}, Status.DEGRADED, Layer.NONE, id="slow"
         ),
         pytest.param({}, Status.UNKNOWN, Layer.NONE, id="nothing-ran-yet"),
@@ -132,7 +129,7 @@ SERVICE = ServiceSpec(
             id="internal-error-is-not-a-measurement",
         ),
         pytest.param(
-            {"web": failing(Reason.HTTP_STATUS)},
+            {"dns": ok(), "web": failing(Reason.HTTP_STATUS), "graph": blocked()},
             Status.DOWN,
             Layer.HTTP,
             id="unmeasured-critical-checks-do-not-hold-up-down",
@@ -157,7 +154,7 @@ def test_an_up_detail_counts_its_checks_in_plain_words(names: tuple[str, ...], d
 
 
 def test_an_offline_vantage_claims_nothing_about_meta() -> None:
-    health = vantage_health(zip(CONTROL, [failing(Reason.TCP_TIMEOUT)] * 2, strict=True), CONFIRM)
+    health = vantage_health(zip(CONTROL, [failing(Reason.TCP_TIMEOUT)] * 3, strict=True), CONFIRM)
     assert not health.up
     assert health.detail == (
         "every control check is failing: the problem is this vantage's network, "
@@ -173,31 +170,48 @@ def test_vantage_down_makes_every_service_unknown() -> None:
 
 
 CONTROL = [
-    make_check("http", service="control", name=n, url="https://example.com/") for n in ("a", "b")
+    make_check("dns", service="control", name="resolver", qname="example.com"),
+    make_check("http", service="control", name="by_ip", url="https://192.0.2.1/"),
+    make_check("http", service="control", name="by_name", url="https://example.com/"),
 ]
+TIMEOUT = failing(Reason.TCP_TIMEOUT)
 
 
 @pytest.mark.parametrize(
-    ("states", "up"),
+    ("states", "up", "settled"),
     [
-        pytest.param([ok(), ok()], True, id="all-pass"),
-        pytest.param([ok(), failing(Reason.TCP_TIMEOUT)], True, id="one-control-target-down"),
+        pytest.param([ok(), ok(), ok()], True, True, id="all-pass"),
+        pytest.param([ok(), TIMEOUT, ok()], True, True, id="one-control-target-down"),
+        # Our resolver answers the control name from its cache while the uplink is gone:
+        # one of three passing is not a healthy vantage.
+        pytest.param([ok(), TIMEOUT, TIMEOUT], False, True, id="one-of-three-is-not-enough"),
+        pytest.param([TIMEOUT, TIMEOUT, failing(Reason.DNS_TIMEOUT)], False, True, id="all-fail"),
         pytest.param(
-            [failing(Reason.TCP_TIMEOUT), failing(Reason.DNS_TIMEOUT)], False, id="all-fail"
-        ),
-        pytest.param(
-            [failing(Reason.TCP_TIMEOUT, 1), failing(Reason.DNS_TIMEOUT, 1)], True, id="unconfirmed"
-        ),
-        pytest.param(
-            [failing(Reason.BLOCKED_BY_POLICY, 1), failing(Reason.BLOCKED_BY_POLICY, 1)],
+            [ok(), failing(Reason.TCP_TIMEOUT, 1), failing(Reason.DNS_TIMEOUT, 1)],
+            True,
             False,
-            id="all-blocked",
+            id="unconfirmed",
         ),
-        pytest.param([CheckState(), CheckState()], True, id="not-run-yet"),
+        pytest.param([ok(), TIMEOUT, failing(Reason.TCP_TIMEOUT, 1)], True, False, id="unsettled"),
+        pytest.param([blocked(), blocked(), blocked()], False, True, id="all-blocked"),
     ],
 )
-def test_vantage_health(states: list[CheckState], up: bool) -> None:
-    assert vantage_health(zip(CONTROL, states, strict=True), CONFIRM).up is up
+def test_vantage_health(states: list[CheckState], up: bool, settled: bool) -> None:
+    health = vantage_health(zip(CONTROL, states, strict=True), CONFIRM)
+    assert (health.up, health.settled, health.known) == (up, settled, True), health.detail
+
+
+def test_a_vantage_is_not_known_before_every_control_check_ran() -> None:
+    health = vantage_health(zip(CONTROL, [ok(), ok(), CheckState()], strict=True), CONFIRM)
+    assert not health.known and not health.judging
+    keyed = {("facebook", n): ok() for n in ("dns", "web", "graph")}
+    verdict = service_verdict(SERVICE, keyed, health, CONFIRM)
+    assert verdict.hold and verdict.status is Status.UNKNOWN
+
+
+def test_most_control_checks_failing_names_the_count() -> None:
+    health = vantage_health(zip(CONTROL, [ok(), TIMEOUT, TIMEOUT], strict=True), CONFIRM)
+    assert health.detail.startswith("2 of 3 control checks are failing: the problem is")
 
 
 def test_no_control_checks_means_vantage_assumed_up() -> None:
@@ -238,9 +252,10 @@ def test_broken_local_resolver_is_not_blamed_on_meta() -> None:
     control = [
         make_check("dns", service="control", name="resolver", qname="example.com"),
         make_check("http", service="control", name="cloudflare", url="https://1.1.1.1/"),
+        make_check("http", service="control", name="quad9", url="https://9.9.9.9/"),
     ]
     vantage = vantage_health(
-        zip(control, [failing(Reason.DNS_TIMEOUT), ok()], strict=True), CONFIRM
+        zip(control, [failing(Reason.DNS_TIMEOUT), ok(), ok()], strict=True), CONFIRM
     )
     assert vantage.up and not vantage.dns_ok
     keyed = {("facebook", n): failing(Reason.DNS_TIMEOUT) for n in ("dns", "web", "graph")}
@@ -259,21 +274,125 @@ def test_meta_verdict_holds_while_a_control_check_is_being_confirmed() -> None:
     )
     assert vantage.up and not vantage.settled
     keyed = {("facebook", n): failing(Reason.TCP_TIMEOUT) for n in ("dns", "web", "graph")}
-    assert service_verdict(SERVICE, keyed, vantage, CONFIRM) is None
+    verdict = service_verdict(SERVICE, keyed, vantage, CONFIRM)
+    assert verdict.hold
     previous = ServiceState(Status.UP, Layer.NONE, 5.0, "")
-    assert next_state(previous, None, now=9.0) == previous
+    assert next_state(previous, verdict, now=9.0) == previous
 
 
-def test_meta_failure_counts_only_once_the_vantage_was_verified_after_it_began() -> None:
-    failing_late = CheckState(result(Reason.HTTP_STATUS), CONFIRM, 0, failing_since=100.0)
-    keyed = {("facebook", n): failing_late for n in ("dns", "web", "graph")}
+def at(started: float, reason: Reason = Reason.OK, times: int = 0) -> CheckState:
+    """A check whose streak of `times` failures began and was confirmed at `started`."""
+    last = ProbeResult(reason is Reason.OK, reason, 0.1, started)
+    if reason is Reason.OK:
+        return CheckState(last)
+    return CheckState(last, times, 0, started, started if times >= CONFIRM else None)
+
+
+def test_a_meta_failure_counts_once_the_control_checks_ran_after_its_confirmation() -> None:
+    keyed = {
+        ("facebook", n): at(100.0, Reason.HTTP_STATUS, CONFIRM) for n in ("dns", "web", "graph")
+    }
     before = VantageHealth(True, "ok", verified_at=99.0)
     after = VantageHealth(True, "ok", verified_at=100.5)
-    assert service_verdict(SERVICE, keyed, before, CONFIRM).status is Status.UP  # type: ignore[union-attr]
-    assert service_verdict(SERVICE, keyed, after, CONFIRM).status is Status.DOWN  # type: ignore[union-attr]
+    assert service_verdict(SERVICE, keyed, before, CONFIRM).hold
+    assert service_verdict(SERVICE, keyed, after, CONFIRM).status is Status.DOWN
+
+
+def test_up_needs_a_success() -> None:
+    """Unconfirmed failures are no outage, but no evidence of up either: the previous verdict
+    holds (unknown at start-up, when every probe so far timed out unconfirmed)."""
+    keyed = {
+        ("facebook", n): at(10.0, Reason.DNS_TIMEOUT, times=1) for n in ("dns", "web", "graph")
+    }
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert verdict.hold
+    assert next_state(None, verdict, now=11.0).status is Status.UNKNOWN
+    keyed[("facebook", "web")] = at(10.0)
+    assert service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM).status is Status.UP
+
+
+RECOVERED = VantageHealth(True, "ok", verified_at=200.0, settled_since=150.0, recovered_at=150.0)
+SETTLED = VantageHealth(True, "ok", verified_at=200.0, settled_since=150.0, recovered_at=50.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "vantage", "expected"),
+    [
+        pytest.param(
+            at(160.0, Reason.TCP_TIMEOUT, CONFIRM), RECOVERED, Judgement.FAILING, id="fresh-failing"
+        ),
+        pytest.param(
+            at(140.0, Reason.TCP_TIMEOUT, CONFIRM),
+            RECOVERED,
+            Judgement.STALE,
+            id="failure-before-recovery",
+        ),
+        pytest.param(at(140.0), RECOVERED, Judgement.STALE, id="success-before-recovery"),
+        pytest.param(
+            at(140.0, Reason.TCP_TIMEOUT, CONFIRM),
+            SETTLED,
+            Judgement.STALE,
+            id="failure-before-settling",
+        ),
+        pytest.param(at(140.0), SETTLED, Judgement.PASSING, id="a-success-is-a-success"),
+        pytest.param(
+            at(160.0, Reason.TCP_TIMEOUT, 1), SETTLED, Judgement.PENDING, id="unconfirmed"
+        ),
+        pytest.param(
+            at(210.0, Reason.TCP_TIMEOUT, CONFIRM), SETTLED, Judgement.PENDING, id="not-vouched-for"
+        ),
+        pytest.param(CheckState(), SETTLED, Judgement.STALE, id="never-ran"),
+        pytest.param(blocked(), SETTLED, Judgement.SILENT, id="blocked"),
+    ],
+)
+def test_judge(state: CheckState, vantage: VantageHealth, expected: Judgement) -> None:
+    assert judge(state, vantage, CONFIRM) is expected
+
+
+def test_failures_from_before_the_vantage_recovered_never_count() -> None:
+    """The uplink came back at 150: the timeouts probed before it hold the service (it is
+    re-probed at once) instead of reading as Meta down."""
+    keyed = {("facebook", n): at(140.0, Reason.TCP_TIMEOUT, 3) for n in ("dns", "web", "graph")}
+    verdict = service_verdict(SERVICE, keyed, RECOVERED, CONFIRM)
+    assert verdict.hold and "re-probing" in verdict.detail
+    keyed = {
+        ("facebook", n): at(160.0, Reason.HTTP_STATUS, CONFIRM) for n in ("dns", "web", "graph")
+    }
+    assert service_verdict(SERVICE, keyed, RECOVERED, CONFIRM).status is Status.DOWN
+
+
+@pytest.mark.parametrize(
+    ("started", "reason", "vantage", "counted"),
+    [
+        pytest.param(160.0, Reason.OK, SETTLED, True, id="settled-success"),
+        pytest.param(160.0, Reason.HTTP_STATUS, SETTLED, True, id="settled-failure"),
+        pytest.param(140.0, Reason.OK, SETTLED, False, id="before-settling"),
+        pytest.param(210.0, Reason.HTTP_STATUS, SETTLED, False, id="not-yet-vouched-for"),
+        pytest.param(160.0, Reason.BLOCKED_BY_POLICY, SETTLED, False, id="blocked"),
+        pytest.param(
+            160.0, Reason.HTTP_STATUS, dataclasses.replace(SETTLED, up=False), False, id="offline"
+        ),
+        pytest.param(
+            160.0,
+            Reason.DNS_TIMEOUT,
+            dataclasses.replace(SETTLED, dns_ok=False),
+            False,
+            id="our-resolver",
+        ),
+    ],
+)
+def test_counts_in_the_sli(
+    started: float, reason: Reason, vantage: VantageHealth, counted: bool
+) -> None:
+    probe = ProbeResult(reason is Reason.OK, reason, 0.1, started)
+    assert counts(probe, vantage) is counted
 
 
 def test_non_critical_check_alone_never_makes_a_service_down() -> None:
-    keyed = {("facebook", "dns"): failing(Reason.DNS_SERVFAIL)}  # criticals not measured yet
+    keyed = {
+        ("facebook", "dns"): failing(Reason.DNS_SERVFAIL),
+        ("facebook", "web"): failing(Reason.HTTP_STATUS, 1),  # criticals not confirmed yet
+        ("facebook", "graph"): failing(Reason.HTTP_STATUS, 1),
+    }
     verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
-    assert verdict is not None and verdict.status is Status.DEGRADED
+    assert verdict.status is Status.DEGRADED
