@@ -8,6 +8,7 @@ cleanup_ctx, so the app owns its background work as aiohttp recommends.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -111,7 +112,15 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
         "version": __version__,
         "ready": snap.ready,
         "headline": {"level": summary.level, "text": summary.text},
-        "vantage": {"up": snap.vantage.up, "detail": snap.vantage.detail},
+        "vantage": {
+            "up": snap.vantage.up,
+            "settled": snap.vantage.settled,
+            "detail": snap.vantage.detail,
+            # When it last came back from down: Meta results probed before never count.
+            "recovered_at": iso(snap.vantage.recovered_at)
+            if math.isfinite(snap.vantage.recovered_at)
+            else None,
+        },
         "config": {
             "source": snap.config.source,
             "last_reload_successful": snap.reload_successful,
