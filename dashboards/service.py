@@ -85,8 +85,10 @@ def checks() -> Row:
             ),
             timeseries(
                 "Consecutive failures",
-                "Failed probes in a row per check; a check counts as failing from"
-                " confirm_failures (2 by default, dashed) on.",
+                "Failed probes in a row per check, every probe counted (those our own"
+                " network failed too). From confirm_failures (2 by default, dashed) on, the"
+                " check fails in the verdict only if the vantage was healthy and settled"
+                " (meta_check_failing).",
                 "none",
                 [target(sel("meta_probe_consecutive_failures", *CHECKS), PER_CHECK)],
                 width=12,

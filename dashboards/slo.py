@@ -1,8 +1,10 @@
 """SLO / uptime report: availability over 1d / 7d / 30d, error budget, burn rate, outages.
 
 Availability, budget and burn rate read the recording rules of alerts/meta-outage.rules.yml
-(the same numbers the burn-rate alerts page on): the probe-success SLI across healthy
-vantages, per service, against a 99.5 % objective. Outages come from each vantage's verdicts.
+(the same numbers the burn-rate alerts page on): the probe-success SLI over judged probes
+(measured while the vantage was healthy and settled, vouched for by its control checks: our
+own outages are left out), per service, against a 99.5 % objective. Outages come from each
+vantage's verdicts.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ DOWN = ("meta_service_status", SERVICE, 'status="down"')
 
 def availability() -> Row:
     return Row(
-        "Availability (probe success, healthy vantages)",
+        "Availability (judged probe success)",
         [
             table(
                 "Availability per service",
-                "Share of measured probes that succeeded over the last day, 7 days and 30"
-                f" days, across healthy vantages (recording rules meta_service:*). Objective"
-                f" {OBJECTIVE:.1%}: red below it.",
+                "Share of judged probes that succeeded over the last day, 7 days and 30"
+                " days (recording rules meta_service:*). A probe is judged when its vantage"
+                " was healthy and settled and the control checks vouched for it: our own"
+                f" outages are not counted. Objective {OBJECTIVE:.1%}: red below it.",
                 "percentunit",
                 [
                     target(
@@ -78,7 +81,7 @@ def availability() -> Row:
             ),
             bargauge(
                 "Error budget left (30 days)",
-                f"Share of the 30-day error budget ({BUDGET:.1%} of probes may fail) not yet"
+                f"Share of the 30-day error budget ({BUDGET:.1%} of judged probes may fail) not yet"
                 " spent; below zero the objective is missed.",
                 "percentunit",
                 [
@@ -120,8 +123,8 @@ def burn() -> Row:
             burn_rate("6h", 6),
             timeseries(
                 "Availability (5 minute windows)",
-                "Share of measured probes that succeeded in each 5-minute window, across"
-                " healthy vantages: the SLI every window above averages.",
+                "Share of judged probes that succeeded in each 5-minute window (probes from"
+                " healthy, settled vantages only): the SLI every window above averages.",
                 "percentunit",
                 [target(f"meta_service:availability:ratio_rate5m{{{SERVICE}}}", PER_SERVICE)],
                 width=24,

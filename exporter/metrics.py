@@ -137,7 +137,8 @@ METRICS: tuple[MetricDoc, ...] = (
         "meta_probe_consecutive_failures",
         "gauge",
         ("service", "check"),
-        "Failed probes in a row (a check counts as failing once this reaches confirm_failures).",
+        "Failed probes in a row since the vantage last settled, every probe counted; whether"
+        " the failure counts against Meta is meta_check_failing.",
     ),
     MetricDoc(
         "meta_probes_judged_total",
