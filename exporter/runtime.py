@@ -168,8 +168,8 @@ class Runtime:
         self._unjudged = waiting
 
     def _refresh_all(self) -> None:
-        states = self.store.states()
         control = self.config.control
+        states = self.store.states(c.key for c in control.checks) if control else {}
         pairs = [(c, states[c.key]) for c in control.checks] if control else []
         vantage = self._stamp(vantage_health(pairs, self.config.settings.confirm_failures))
         if vantage.known and vantage.up != self.vantage.up:
@@ -216,10 +216,7 @@ class Runtime:
                 if record is None:
                     continue
                 record.restart_streaks()
-                if record.last is not None and judge(record.state(), vantage, 1) in (
-                    Judgement.STALE,
-                    Judgement.SILENT,
-                ):
+                if record.last is not None and judge(record.state(), vantage, 1) is Judgement.STALE:
                     stale.append(check.key)
         if stale:
             log.info("vantage settled: probing %d Meta checks again", len(stale))
