@@ -308,6 +308,7 @@ class Runtime:
             running = self._scheduler is not None
             if self._scheduler is not None:
                 await self._scheduler.stop()
+            self._forget_changed_services(config)
             self.config = config
             self.env = build_env(config)
             if not self.feeds.same_feeds(config):
@@ -323,6 +324,14 @@ class Runtime:
             self.reload_success_time = self.clock()
             log.info("config reloaded from %s", config.source)
             return True, "config reloaded"
+
+    def _forget_changed_services(self, config: Config) -> None:
+        """A service whose checks were added or removed starts again from unknown: its
+        verdict so far rested on other checks, and a hold must not carry it over."""
+        old = {s.name: {c.key for c in s.checks} for s in self.config.meta_services}
+        for service in config.meta_services:
+            if old.get(service.name) != {c.key for c in service.checks}:
+                self.services.pop(service.name, None)
 
     # -- one-shot ----------------------------------------------------------------------
 

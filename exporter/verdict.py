@@ -18,8 +18,9 @@ the vantage after it; "up" needs a success.** In detail:
   (confirm_failures in a row: the first failure plus its fast re-check), and every control
   check ran after the failure that confirmed it. Blocked or crashed probes measure nothing.
 - A service is DOWN when all its measured critical checks are failing (all its checks if
-  none is critical), DEGRADED when any check is failing or slow, UP when a critical check's
-  last result is a success, and otherwise holds its previous verdict (UNKNOWN at first).
+  none is critical), DEGRADED when any check is failing or slow, UP when its critical checks
+  pass. While any of its checks is stale or has a failure being confirmed it holds its
+  previous verdict (UNKNOWN at first): neither better nor worse before the evidence is in.
 - A service whose DNS prefixes (dns_prefixes) are all withdrawn from BGP by most peers is
   DOWN at layer bgp at once, before resolvers' caches expire and DNS starts failing; it
   stays at bgp, the root cause, while DNS and the layers above fail after it.
@@ -262,6 +263,10 @@ def service_verdict(
         return _hold(
             "re-probing after this vantage recovered" if ran else "no probe has finished yet"
         )
+    if any(j is Judgement.PENDING for _, _, j in measured):
+        # A fresh failure being confirmed: it may end in down or in nothing. Neither a
+        # better nor a worse verdict before it does (no down -> degraded -> down flap).
+        return _hold("confirming a failure")
     failed = [(spec, s) for spec, s, j in measured if j is Judgement.FAILING]
     has_critical = any(spec.critical for spec in service.checks)
     critical = [j for spec, _, j in measured if spec.critical or not has_critical]
@@ -282,14 +287,12 @@ def service_verdict(
             if s.last
         )
         return Verdict(Status.DEGRADED, Layer.NONE, f"slow: {names}")
-    if not any(j is Judgement.PASSING for j in critical):
-        # Up needs a success: only unconfirmed failures so far.
-        return _hold("failures not yet confirmed")
-    passing = sum(j is Judgement.PASSING for _, _, j in measured)
-    checks = "1 check passes" if passing == 1 else f"{passing} checks pass"
-    pending = len(measured) - passing
+    if not critical:  # up needs a success of a critical check
+        return Verdict(Status.UNKNOWN, Layer.NONE, "every critical check was blocked")
     return Verdict(
-        Status.UP, Layer.NONE, checks if not pending else f"{checks}, {pending} re-checking"
+        Status.UP,
+        Layer.NONE,
+        "1 check passes" if len(measured) == 1 else f"{len(measured)} checks pass",
     )
 
 

@@ -307,8 +307,23 @@ def test_up_needs_a_success() -> None:
     verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
     assert verdict.hold
     assert next_state(None, verdict, now=11.0).status is Status.UNKNOWN
-    keyed[("facebook", "web")] = at(10.0)
+    keyed = {("facebook", n): at(10.0) for n in ("dns", "web", "graph")}
     assert service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM).status is Status.UP
+
+
+@pytest.mark.parametrize("previous", [Status.UP, Status.DOWN, Status.DEGRADED])
+def test_a_failure_being_confirmed_holds_the_verdict_either_way(previous: Status) -> None:
+    """After the vantage settles, a down service's checks are probed again: while one is
+    confirmed and the other still re-checking, it neither recovers nor flaps to degraded."""
+    keyed = {
+        ("facebook", "dns"): at(10.0),
+        ("facebook", "web"): at(10.0, Reason.TCP_TIMEOUT, CONFIRM),
+        ("facebook", "graph"): at(10.0, Reason.TCP_TIMEOUT, times=1),
+    }
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert verdict.hold and "confirming" in verdict.detail
+    held = ServiceState(previous, Layer.TCP, 5.0, "")
+    assert next_state(held, verdict, now=11.0) == held
 
 
 RECOVERED = VantageHealth(True, "ok", verified_at=200.0, settled_since=150.0, recovered_at=150.0)
@@ -391,8 +406,18 @@ def test_counts_in_the_sli(
 def test_non_critical_check_alone_never_makes_a_service_down() -> None:
     keyed = {
         ("facebook", "dns"): failing(Reason.DNS_SERVFAIL),
-        ("facebook", "web"): failing(Reason.HTTP_STATUS, 1),  # criticals not confirmed yet
-        ("facebook", "graph"): failing(Reason.HTTP_STATUS, 1),
+        ("facebook", "web"): blocked(),  # the critical checks measured nothing
+        ("facebook", "graph"): blocked(),
     }
     verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
     assert verdict.status is Status.DEGRADED
+
+
+def test_up_needs_a_critical_check_measured() -> None:
+    keyed = {
+        ("facebook", "dns"): ok(),
+        ("facebook", "web"): blocked(),
+        ("facebook", "graph"): blocked(),
+    }
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert (verdict.status, verdict.hold) == (Status.UNKNOWN, False)
