@@ -106,6 +106,11 @@ class Runtime:
             record = self.store.record(check.key, result, confirm)
             if record is None:
                 return 0
+            if not result.success and result.measured and record.consecutive_failures == 1:
+                # One control check starts failing: verify the others now, so that a dying
+                # uplink or resolver is known as ours within a re-check, not an interval.
+                others = [c.key for c in control.checks if c.key != check.key]
+                self._wake(others, check.recheck_interval / 2)
             self._refresh_all()
             # While the vantage is not up, re-check the control checks fast: its recovery
             # is what lets Meta be judged again.

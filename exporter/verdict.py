@@ -19,8 +19,8 @@ the vantage after it; "up" needs a success.** In detail:
   check ran after the failure that confirmed it. Blocked or crashed probes measure nothing.
 - A service is DOWN when all its measured critical checks are failing (all its checks if
   none is critical), DEGRADED when any check is failing or slow, UP when its critical checks
-  pass. While any of its checks is stale or has a failure being confirmed it holds its
-  previous verdict (UNKNOWN at first): neither better nor worse before the evidence is in.
+  pass. While any of its checks is stale, or a critical check has a failure being confirmed
+  and none passes, it holds its previous verdict (UNKNOWN at first).
 - A service whose DNS prefixes (dns_prefixes) are all withdrawn from BGP by most peers is
   DOWN at layer bgp at once, before resolvers' caches expire and DNS starts failing; it
   stays at bgp, the root cause, while DNS and the layers above fail after it.
@@ -263,13 +263,14 @@ def service_verdict(
         return _hold(
             "re-probing after this vantage recovered" if ran else "no probe has finished yet"
         )
-    if any(j is Judgement.PENDING for _, _, j in measured):
-        # A fresh failure being confirmed: it may end in down or in nothing. Neither a
-        # better nor a worse verdict before it does (no down -> degraded -> down flap).
-        return _hold("confirming a failure")
     failed = [(spec, s) for spec, s, j in measured if j is Judgement.FAILING]
     has_critical = any(spec.critical for spec in service.checks)
     critical = [j for spec, _, j in measured if spec.critical or not has_critical]
+    if Judgement.PENDING in critical and not ({Judgement.PASSING, Judgement.SLOW} & set(critical)):
+        # A critical failure being confirmed, and no critical check passing: it may end in
+        # down or in nothing. Neither verdict before it does (and no down -> degraded ->
+        # down flap while a down service's checks are probed afresh).
+        return _hold("confirming a failure")
     layer = _lowest_layer(s.last for _, s in failed if s.last is not None)
     if failed and critical and all(j is Judgement.FAILING for j in critical):
         names = ", ".join(spec.name for spec, _ in failed)
@@ -289,10 +290,11 @@ def service_verdict(
         return Verdict(Status.DEGRADED, Layer.NONE, f"slow: {names}")
     if not critical:  # up needs a success of a critical check
         return Verdict(Status.UNKNOWN, Layer.NONE, "every critical check was blocked")
+    passing = sum(j is Judgement.PASSING for _, _, j in measured)
+    checks = "1 check passes" if passing == 1 else f"{passing} checks pass"
+    confirming = len(measured) - passing
     return Verdict(
-        Status.UP,
-        Layer.NONE,
-        "1 check passes" if len(measured) == 1 else f"{len(measured)} checks pass",
+        Status.UP, Layer.NONE, f"{checks}, {confirming} re-checking" if confirming else checks
     )
 
 

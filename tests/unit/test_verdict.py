@@ -326,6 +326,19 @@ def test_a_failure_being_confirmed_holds_the_verdict_either_way(previous: Status
     assert next_state(held, verdict, now=11.0) == held
 
 
+def test_a_critical_check_passing_decides_while_another_is_re_checked() -> None:
+    keyed = {
+        ("facebook", "dns"): at(10.0, Reason.DNS_SERVFAIL, CONFIRM),
+        ("facebook", "web"): at(10.0),
+        ("facebook", "graph"): at(10.0, Reason.TCP_TIMEOUT, times=1),
+    }
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert (verdict.status, verdict.layer) == (Status.DEGRADED, Layer.DNS)
+    keyed[("facebook", "dns")] = at(10.0)
+    verdict = service_verdict(SERVICE, keyed, UP_VANTAGE, CONFIRM)
+    assert (verdict.status, verdict.detail) == (Status.UP, "2 checks pass, 1 re-checking")
+
+
 RECOVERED = VantageHealth(True, "ok", verified_at=200.0, settled_since=150.0, recovered_at=150.0)
 SETTLED = VantageHealth(True, "ok", verified_at=200.0, settled_since=150.0, recovered_at=50.0)
 
