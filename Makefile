@@ -4,7 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean demo manifests dashboards bench
+.PHONY: run test transitions lint venv clean demo manifests dashboards bench
+
+# The uplink/resolver transition scenarios at the shipped 15 s interval: minutes of waiting
+# each, so they run apart from the rest, in parallel, one lab per pytest-xdist worker and one
+# worker per scenario (5).
+TRANSITIONS := tests/lab/test_transitions.py
+TRANSITIONS_PYTEST := $(BIN)/pytest -n 5 --dist load
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +30,14 @@ test: $(STAMP)
 	./scripts/install-system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=$(TRANSITIONS) $(PYTEST_ARGS)
+	$(TRANSITIONS_PYTEST) $(PYTEST_ARGS) $(TRANSITIONS)
+
+## Only the transition scenarios (tests/lab/test_transitions.py; root, about 7 minutes):
+## figures in test-artifacts/lab-transitions.json.
+transitions: $(STAMP)
+	./scripts/install-system-deps.sh
+	$(TRANSITIONS_PYTEST) $(PYTEST_ARGS) $(TRANSITIONS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -67,7 +67,7 @@ METRICS: tuple[MetricDoc, ...] = (
         "meta_vantage_up",
         "gauge",
         (),
-        "1 when the control checks (non-Meta targets) pass; "
+        "1 when most control checks (non-Meta targets) pass; "
         "0 means the problem is this vantage, not Meta.",
     ),
     MetricDoc(

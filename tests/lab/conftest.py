@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from . import netns
-from .topology import Lab
+from .topology import Lab, LabSettings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -27,11 +27,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """A lab for the module; `LAB_VANTAGES = 3` in a module asks for three vantages."""
+    """A lab for the module; `LAB_VANTAGES = 3` in a module asks for three vantages,
+    `LAB_SETTINGS = SHIPPED` the catalogue's own timing instead of the fast lab timing."""
     why = netns.require_root()
     if why is not None:
         pytest.skip(why)
-    built = Lab(vantage_count=getattr(request.module, "LAB_VANTAGES", 1)).up()
+    built = Lab(
+        vantage_count=getattr(request.module, "LAB_VANTAGES", 1),
+        settings=getattr(request.module, "LAB_SETTINGS", LabSettings()),
+    ).up()
     try:
         yield built
     finally:
@@ -62,3 +66,39 @@ def detection_log() -> Iterator[dict[str, Any]]:
     if times:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "lab-detection.json").write_text(json.dumps(times, indent=2))
+
+
+# -- the transition scenarios' figures (tests/lab/test_transitions.py) ----------------------
+#
+# Those scenarios run in parallel, one pytest-xdist worker each: every worker has its own
+# session, so no session fixture sees them all. Each test records its figures as the user
+# property TRANSITIONS_PROPERTY; reports carry it to the process that sees every report (the
+# xdist controller, or pytest itself without xdist), which writes the file and prints them.
+TRANSITIONS_PROPERTY = "lab_transitions"
+TRANSITIONS_FILE = "lab-transitions.json"
+_transitions: dict[str, Any] = {}
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == TRANSITIONS_PROPERTY:
+            _transitions.update(value)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _transitions and not _is_worker(session.config):
+        ARTIFACTS.mkdir(exist_ok=True)
+        ordered = dict(sorted(_transitions.items()))
+        (ARTIFACTS / TRANSITIONS_FILE).write_text(json.dumps(ordered, indent=2))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if not _transitions or _is_worker(config):
+        return
+    terminalreporter.write_sep("-", f"lab transitions (test-artifacts/{TRANSITIONS_FILE})")
+    for scenario, figures in sorted(_transitions.items()):
+        terminalreporter.write_line(f"{scenario}: {json.dumps(figures.get('summary', figures))}")

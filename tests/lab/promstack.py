@@ -3,11 +3,14 @@
 Debian's `prometheus` (2.42) and `prometheus-alertmanager` (0.25), started on loopback with
 temp dirs, killed by the PID we started. Prometheus scrapes the lab's exporters over their
 management links; regional servers remote-write into a global one that evaluates the
-shipped rules, the way users run it with Thanos or Mimir.
+shipped rules, the way users run it with Thanos or Mimir. `alerting_stack` builds either
+shape (tests/lab/test_alerting.py, tests/lab/test_transitions.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -15,13 +18,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
 
+from exporter.config import load as load_config
 from tests.conftest import closed_port
+from tests.support.alertmanager import Alertmanager, shipped_alertmanager
+from tests.support.webhook import Notification, WebhookReceiver
+
+if TYPE_CHECKING:
+    from .topology import Lab
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "meta-outage.rules.yml"
@@ -140,6 +151,7 @@ class Prometheus:
                     "queue_config": {"batch_send_deadline": "500ms", "max_samples_per_send": 2000},
                 }
             ]
+        self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         argv = [
@@ -159,7 +171,6 @@ class Prometheus:
             self.process.start()
             try:
                 self.process.wait_ready(f"{self.url}/-/ready")
-                return self
             except RuntimeError:
                 self.process.stop()
                 if (
@@ -167,8 +178,20 @@ class Prometheus:
                     or attempt == attempts - 1
                 ):
                     raise
-                self._use_port(closed_port())
+            else:
+                if self._answers_for_us():
+                    return self
+                self.process.stop()
+                if attempt == attempts - 1:
+                    raise RuntimeError(f"{self.process.name}: port {self.port} taken")
+            self._use_port(closed_port())
         return self
+
+    def _answers_for_us(self) -> bool:
+        """The server on our port is ours: another Prometheus (a parallel test's) that took
+        the port first would answer /-/ready while ours dies on 'address already in use'."""
+        flags = _get_json(f"{self.url}/api/v1/status/flags")["data"]
+        return flags.get("config.file") == str(self.workdir / "prometheus.yml")
 
     def _use_port(self, port: int) -> None:
         self.port = port
@@ -205,3 +228,106 @@ class Prometheus:
         return {
             a["labels"]["alertname"] for a in document["data"]["alerts"] if a["state"] == "firing"
         }
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The active alerts (pending and firing) of this evaluator."""
+        return _get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+
+
+# -- the alerting stack: Alertmanager, webhook and one or more Prometheus ---------------------
+
+META_SERVICES = len(load_config(None).meta_services)  # the built-in catalogue's
+# How long "no page" is watched: past the longest critical `for:` (MetaSLOBurnRateFast, 2m)
+# plus the pager's group_wait, so every page that could follow really had its chance.
+QUIET_SECONDS = 150
+
+
+@dataclass
+class Stack:
+    hook: WebhookReceiver
+    alertmanager: Alertmanager
+    evaluator: Prometheus  # the one that evaluates rules and alerts
+    servers: list[Prometheus]
+
+    def pages(self) -> list[Notification]:
+        return self.hook.received(receiver="pager")
+
+    def page_groups(self, status: str = "firing") -> set[tuple[tuple[str, str], ...]]:
+        return {tuple(sorted(n.group_labels.items())) for n in self.pages() if n.status == status}
+
+
+@contextlib.asynccontextmanager
+async def alerting_stack(
+    lab: Lab, workdir: Path, *, regions: int, interval: str = "1s"
+) -> AsyncIterator[Stack]:
+    """regions=1: one Prometheus scraping vantage 0 and evaluating the rules.
+    regions=N: one Prometheus per vantage, remote-writing into a global evaluator.
+    `interval`: every server's scrape and evaluation interval."""
+    timing = {"scrape_interval": interval, "evaluation_interval": interval}
+    async with shipped_alertmanager(workdir) as (manager, hook):
+        address = manager.url.removeprefix("http://")
+        servers: list[Prometheus] = []
+        try:
+            if regions == 1:
+                target = lab.vantages[0].exporter_url.removeprefix("http://")
+                evaluator = Prometheus(
+                    "prometheus",
+                    workdir / "prom",
+                    targets=[target],
+                    rules=True,
+                    alertmanager=address,
+                    **timing,
+                )
+                servers.append(evaluator)
+            else:
+                evaluator = Prometheus(
+                    "global",
+                    workdir / "global",
+                    rules=True,
+                    alertmanager=address,
+                    receive_remote_write=True,
+                    **timing,
+                )
+                servers.append(evaluator)
+                for vantage in lab.vantages[:regions]:
+                    servers.append(
+                        Prometheus(
+                            f"region-{vantage.index}",
+                            workdir / f"region{vantage.index}",
+                            targets=[vantage.exporter_url.removeprefix("http://")],
+                            external_labels={"region": f"r{vantage.index}"},
+                            remote_write_to=evaluator.url,
+                            **timing,
+                        )
+                    )
+            for server in servers:
+                await asyncio.to_thread(server.start)
+            await wait_async(
+                lambda: len(evaluator.query('up{job="meta-outage-exporter"} == 1')) == regions,
+                30,
+                "every exporter scraped",
+            )
+            # Healthy first: every service up in every vantage, nothing firing.
+            await wait_async(
+                lambda: all_up(evaluator, regions), 40, "all services up in Prometheus"
+            )
+            yield Stack(hook, manager, evaluator, servers)
+        finally:
+            for server in servers:
+                await asyncio.to_thread(server.stop)
+
+
+def all_up(prometheus: Prometheus, regions: int) -> bool:
+    up = prometheus.query('meta_service_status{status="up"} == 1')
+    return len(up) == META_SERVICES * regions
+
+
+async def wait_async(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll `predicate` (in a thread: it may block on HTTP) until it holds; the seconds it
+    took. Fails the test after `timeout`."""
+    start = time.monotonic()
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - start

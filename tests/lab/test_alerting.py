@@ -14,26 +14,17 @@ every second, at the lab's fast probe intervals.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.alertmanager import Alertmanager, shipped_alertmanager
-from tests.support.webhook import Notification, WebhookReceiver
-
-from .promstack import Prometheus, missing_binaries
+from .promstack import QUIET_SECONDS, alerting_stack, missing_binaries, wait_async
 from .topology import META_DNS_PREFIXES, Lab
 
 pytestmark = pytest.mark.root
 
 LAB_VANTAGES = 3
-# How long "no page" is watched: past the longest critical `for:` (MetaSLOBurnRateFast, 2m)
-# plus the pager's group_wait, so every page that could follow really had its chance.
-QUIET_SECONDS = 150
 
 
 @pytest.fixture(autouse=True)
@@ -41,88 +32,6 @@ def healed(lab: Lab) -> None:
     if (why := missing_binaries()) is not None:
         pytest.skip(why)
     lab.heal()
-
-
-@dataclass
-class Stack:
-    hook: WebhookReceiver
-    alertmanager: Alertmanager
-    evaluator: Prometheus  # the one that evaluates rules and alerts
-    servers: list[Prometheus]
-
-    def pages(self) -> list[Notification]:
-        return self.hook.received(receiver="pager")
-
-    def page_groups(self, status: str = "firing") -> set[tuple[tuple[str, str], ...]]:
-        return {tuple(sorted(n.group_labels.items())) for n in self.pages() if n.status == status}
-
-
-@contextlib.asynccontextmanager
-async def alerting_stack(lab: Lab, workdir: Path, *, regions: int) -> AsyncIterator[Stack]:
-    """regions=1: one Prometheus scraping vantage 0 and evaluating the rules.
-    regions=N: one Prometheus per vantage, remote-writing into a global evaluator."""
-    async with shipped_alertmanager(workdir) as (manager, hook):
-        address = manager.url.removeprefix("http://")
-        servers: list[Prometheus] = []
-        try:
-            if regions == 1:
-                target = lab.vantages[0].exporter_url.removeprefix("http://")
-                evaluator = Prometheus(
-                    "prometheus",
-                    workdir / "prom",
-                    targets=[target],
-                    rules=True,
-                    alertmanager=address,
-                )
-                servers.append(evaluator)
-            else:
-                evaluator = Prometheus(
-                    "global",
-                    workdir / "global",
-                    rules=True,
-                    alertmanager=address,
-                    receive_remote_write=True,
-                )
-                servers.append(evaluator)
-                for vantage in lab.vantages[:regions]:
-                    servers.append(
-                        Prometheus(
-                            f"region-{vantage.index}",
-                            workdir / f"region{vantage.index}",
-                            targets=[vantage.exporter_url.removeprefix("http://")],
-                            external_labels={"region": f"r{vantage.index}"},
-                            remote_write_to=evaluator.url,
-                        )
-                    )
-            for server in servers:
-                await asyncio.to_thread(server.start)
-            await wait_async(
-                lambda: len(evaluator.query('up{job="meta-outage-exporter"} == 1')) == regions,
-                30,
-                "every exporter scraped",
-            )
-            # Healthy first: every service up in every vantage, nothing firing.
-            await wait_async(
-                lambda: _all_up(evaluator, regions), 40, "all services up in Prometheus"
-            )
-            yield Stack(hook, manager, evaluator, servers)
-        finally:
-            for server in servers:
-                await asyncio.to_thread(server.stop)
-
-
-def _all_up(prometheus: Prometheus, regions: int) -> bool:
-    up = prometheus.query('meta_service_status{status="up"} == 1')
-    return len(up) == 9 * regions
-
-
-async def wait_async(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while not await asyncio.to_thread(predicate):
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.25)
-    return time.monotonic() - start
 
 
 async def test_october_2021_pages_once_and_resolves(lab: Lab, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ sim nodes' control APIs (DNS, HTTP, certificates, the chat port).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import json
 import logging
@@ -242,6 +243,24 @@ class LabSettings:
         """The issue's budget: one interval (with jitter) + re-check + 1 s."""
         return self.interval * (1 + self.jitter) + self.recheck_interval + 1.0
 
+    @classmethod
+    def shipped(cls) -> LabSettings:
+        """The built-in catalogue's own timing (read from it, not copied)."""
+        catalogue = load_config(None)
+        check = catalogue.meta_services[0].checks[0]
+        return cls(
+            interval=check.interval,
+            jitter=catalogue.settings.jitter,
+            recheck_interval=check.recheck_interval,
+            timeout=check.timeout,
+            latency_threshold=check.latency_threshold,
+            dns_attempt=catalogue.dns_timeout,
+        )
+
+
+# The shipped defaults (15 s interval, 2 s re-check, 5 s timeout ...): the transition scenarios.
+SHIPPED = LabSettings.shipped()
+
 
 def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
     """The built-in catalogue, re-pointed at the lab (only what differs is overridden)."""
@@ -421,8 +440,20 @@ class Lab:
         return self
 
     def _save_state(self) -> None:
+        """Claim a management net no other lab holds (labs may be built at once: one per
+        pytest-xdist worker), and record what teardown must remove, under one lock."""
+        with open(Path(tempfile.gettempdir()) / "mox-lab.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.mgmt_net = _free_mgmt_net(claimed=_claimed_mgmt_nets())
+            self.vantages = [
+                Vantage(i, self.run_id, self.mgmt_net) for i in range(self.vantage_count)
+            ]
+            self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "run_id": self.run_id,
+            "mgmt_net": self.mgmt_net,
             "namespaces": [
                 *(v.ns for v in self.vantages),
                 *(self.ns(r) for r in ("router", "meta", "net")),
@@ -614,6 +645,32 @@ class Lab:
         self._filters.clear()
         self.apply_filters()
 
+    def silent_uplink(self, silent: bool, *vantages: int) -> None:
+        """The vantages' uplinks drop everything, both ways, with no ICMP (all vantages if
+        none is named): probes time out, as when an ISP fails silently. A blackhole route
+        or a drop in the vantage's own output hook would fail its sockets at once instead."""
+        for index in vantages or range(len(self.vantages)):
+            subnet = self.vantages[index].uplink_subnet
+            self._set_filter(f"silent:{index}:out", f"ip saddr {subnet} drop", silent)
+            self._set_filter(f"silent:{index}:in", f"ip daddr {subnet} drop", silent)
+        self.apply_filters()
+
+    def silent_host(self, address: str, silent: bool, *vantages: int) -> None:
+        """One address (e.g. the resolver) silently unreachable from these vantages (all if
+        none is named), the uplink otherwise fine."""
+        for index in vantages or range(len(self.vantages)):
+            subnet = self.vantages[index].uplink_subnet
+            key = f"host:{address}:{index}"
+            self._set_filter(f"{key}:out", f"ip saddr {subnet} ip daddr {address} drop", silent)
+            self._set_filter(f"{key}:in", f"ip saddr {address} ip daddr {subnet} drop", silent)
+        self.apply_filters()
+
+    def _set_filter(self, key: str, rule: str, on: bool) -> None:
+        if on:
+            self._filters[key] = rule
+        else:
+            self._filters.pop(key, None)
+
     def uplink(self, up: bool, vantage: int = 0) -> None:
         """The vantage's own link to the world (index into vantages)."""
         chosen = self.vantages[vantage]
@@ -692,12 +749,21 @@ class Lab:
             return response.read().decode()
 
 
-def _free_mgmt_net() -> int:
-    """A 10.203.N.0/24 the host does not use yet (another lab may be running)."""
+def _free_mgmt_net(claimed: frozenset[int] = frozenset()) -> int:
+    """A 10.203.N.0/24 the host does not use yet, nor another lab has claimed."""
     used = netns.sh("ip", "-4", "-o", "addr", "show", "to", "10.203.0.0/16", check=False).stdout
     taken = {int(part.split(".")[2]) for part in used.split() if part.startswith("10.203.")}
-    free = [n for n in range(256) if n not in taken]
+    free = [n for n in range(256) if n not in taken | claimed]
     return random.choice(free)
+
+
+def _claimed_mgmt_nets() -> frozenset[int]:
+    """The management nets recorded by the labs whose run dirs exist (built or building)."""
+    claimed = set()
+    for run_dir in leftover_runs():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            claimed.add(int(json.loads((run_dir / "state.json").read_text())["mgmt_net"]))
+    return frozenset(claimed)
 
 
 def _readline_with_timeout(process: subprocess.Popen[bytes], timeout: float) -> str:

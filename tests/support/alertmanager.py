@@ -71,6 +71,14 @@ def derive_test_config(text: str, urls: dict[str, str]) -> str:
     return "".join(blocks.values())
 
 
+def _webhook_urls(config: dict) -> list[str]:
+    return sorted(
+        str(hook["url"])
+        for receiver in config.get("receivers") or []
+        for hook in receiver.get("webhook_configs") or []
+    )
+
+
 class Alertmanager:
     """The real Alertmanager on 127.0.0.1, clustering off, data in a temporary directory."""
 
@@ -100,11 +108,22 @@ class Alertmanager:
                     stderr=log,
                 )
             if await self._ready(session, timeout=15):
-                return
+                if await self._answers_for_us(session):
+                    return
+                await self.stop()  # another Alertmanager (a parallel test's) has the port
+                continue
             await self.stop()
             if "address already in use" not in self.log():
                 break
         raise AssertionError(f"Alertmanager did not become ready:\n{self.log()[-3000:]}")
+
+    async def _answers_for_us(self, session: aiohttp.ClientSession) -> bool:
+        """The Alertmanager on our port runs our config (a parallel test's one that took the
+        port first would answer /-/ready while ours dies on 'address already in use')."""
+        async with session.get(f"{self.url}/api/v2/status") as response:
+            status = await response.json()
+        running = yaml.safe_load(status["config"]["original"])  # re-serialised, not our text
+        return _webhook_urls(running) == _webhook_urls(yaml.safe_load(self.config.read_text()))
 
     async def _ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
         assert self.process is not None
