@@ -104,11 +104,17 @@ def availability() -> Row:
 def burn_rate(window: str, page_at: float) -> Panel:
     return timeseries(
         f"Burn rate ({window} window)",
-        f"How fast the error budget burns: the error ratio over {window} divided by the"
-        f" budget ({BUDGET}). 1 spends the budget in exactly 30 days; the dashed line is"
+        f"How fast the error budget burns, as the burn-rate alerts read it: the error ratio"
+        f" over {window} above this network's own (the median control check's), divided by"
+        f" the budget ({BUDGET}). 1 spends the budget in exactly 30 days; the dashed line is"
         f" the burn-rate alerts' {page_at}x.",
         "suffix:x",
-        [target(f"meta_service:error:ratio_rate{window}{{{SERVICE}}} / {BUDGET}", PER_SERVICE)],
+        [
+            target(
+                f"meta_service:excess_error:ratio_rate{window}{{{SERVICE}}} / {BUDGET}",
+                PER_SERVICE,
+            )
+        ],
         width=12,
         threshold_lines=True,
         thresholds=thresholds((None, "green"), (page_at, "red")),

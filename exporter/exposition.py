@@ -133,6 +133,10 @@ def _family(rows: list[Row], family: str) -> str:
         return _failures(family + "_total", rows)
     if family == "meta_probes":
         return _gauge_rows(family + "_total", rows, lambda r: float(r.probes_total))
+    if family == "meta_probes_judged":
+        return _gauge_rows(family + "_total", rows, lambda r: float(r.judged_total))
+    if family == "meta_probe_judged_failures":
+        return _gauge_rows(family + "_total", rows, lambda r: float(r.judged_failures))
     if family in _META_ONLY:
         read, suffix = _META_ONLY[family]
         return _gauge_rows(family + suffix, rows, lambda r: _meta_only(r, read))
@@ -163,10 +167,8 @@ def _meta_only(record: CheckRecord, read: Callable[[CheckRecord], float]) -> flo
     return None if record.spec.service == CONTROL_SERVICE else read(record)
 
 
-# Families of Meta checks only (the SLI and the verdict's view): (value, name suffix).
+# Families of Meta checks only (the verdict's view): (value, name suffix).
 _META_ONLY: dict[str, tuple[Callable[[CheckRecord], float], str]] = {
-    "meta_probes_judged": (lambda r: float(r.judged_total), "_total"),
-    "meta_probe_judged_failures": (lambda r: float(r.judged_failures), "_total"),
     "meta_check_failing": (lambda r: 1.0 if r.counted_failing else 0.0, ""),
 }
 

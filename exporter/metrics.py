@@ -146,7 +146,9 @@ METRICS: tuple[MetricDoc, ...] = (
         ("service", "check"),
         "Probes of a Meta check that counted toward its verdict: measured while this vantage"
         " was healthy and settled, and vouched for by the control checks after (the SLI;"
-        " probes from an offline, unsettled or recovering vantage are never in it).",
+        " probes from an offline, unsettled or recovering vantage are never in it). For a"
+        ' control check (service="control"): its probes measured while the vantage was up,'
+        " the baseline of this network's own error ratio that the burn-rate alerts subtract.",
     ),
     MetricDoc(
         "meta_probe_judged_failures_total",
@@ -325,9 +327,9 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
     for (service, check), record in records.items():
         labels = [service, check]
         probes.add_metric(labels, float(record.probes_total))
-        if service != CONTROL_SERVICE:  # the SLI is Meta's: control checks are not in it
-            judged.add_metric(labels, float(record.judged_total))
-            judged_failures.add_metric(labels, float(record.judged_failures))
+        judged.add_metric(labels, float(record.judged_total))
+        judged_failures.add_metric(labels, float(record.judged_failures))
+        if service != CONTROL_SERVICE:  # the verdict is about Meta's checks only
             failing.add_metric(labels, 1.0 if record.counted_failing else 0.0)
         for reason, count in sorted(record.failures.items(), key=lambda item: item[0].value):
             failures.add_metric([*labels, reason.value], float(count))

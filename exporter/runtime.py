@@ -78,7 +78,8 @@ class Runtime:
         self.history = History()
         self.vantage = VantageHealth(True, "control checks have not run yet", known=False)
         # Meta results waiting for the control checks to vouch for the vantage (the SLI).
-        self._unjudged: list[tuple[tuple[str, str], ProbeResult]] = []
+        # Each with the vantage it was measured under.
+        self._unjudged: list[tuple[tuple[str, str], ProbeResult, VantageHealth]] = []
         self._was_down = False
         self.started_at = clock()
         self.reload_successful = True
@@ -103,14 +104,21 @@ class Runtime:
         confirm = self.config.settings.confirm_failures
         control = self.config.control
         if control is not None and check.service == control.name:
+            previous = self.store.records.get(check.key)
+            passed_at = previous.last.started_at if previous and previous.last else -math.inf
             record = self.store.record(check.key, result, confirm)
             if record is None:
                 return 0
+            if result.measured and self.vantage.known and self.vantage.up:
+                # Our own path's error ratio while healthy (its blips, not its outages):
+                # the baseline the burn-rate alerts hold Meta's error ratio against.
+                self._count_judged(record, result)
             if not result.success and result.measured and record.consecutive_failures == 1:
                 # One control check starts failing: verify the others now, so that a dying
                 # uplink or resolver is known as ours within a re-check, not an interval.
                 others = [c.key for c in control.checks if c.key != check.key]
                 self._wake(others, check.recheck_interval / 2)
+                self._void_unjudged_since(passed_at)
             self._refresh_all()
             # While the vantage is not up, re-check the control checks fast: its recovery
             # is what lets Meta be judged again.
@@ -134,7 +142,7 @@ class Runtime:
             elif self._no_control:  # nothing to vouch for the vantage: counts at once
                 self._count_judged(record, result)
             else:
-                self._unjudged.append((check.key, result))
+                self._unjudged.append((check.key, result, vantage))
                 if not result.success and record.consecutive_failures in (1, confirm):
                     # Is it Meta or us? Re-run the control checks now, so they vouch for
                     # the vantage after the failure that began the streak and after the
@@ -157,18 +165,34 @@ class Runtime:
         if not result.success:
             record.judged_failures += 1
 
+    def _void_unjudged_since(self, moment: float) -> None:
+        """A control check that passed at `moment` now fails: the Meta results measured
+        since then are no longer vouched for, successes and failures alike.
+
+        Whatever its outcome, a waiting result is voided exactly when the first run of some
+        control check after it fails, so under random loss the SLI is not biased (voiding
+        everything waiting would void mostly successes: failures wake the control checks
+        and are vouched for at once, successes wait for their next run)."""
+        self._unjudged = [entry for entry in self._unjudged if entry[1].started_at <= moment]
+
     def _judge_pending(self) -> None:
         """Count into the SLI the Meta results the control checks have now vouched for;
-        drop those probed while the vantage was down, unsettled or recovering."""
+        drop them all when the vantage goes down (nothing probed before our outage counts).
+        While a control check's failure is being re-checked, they wait: a blip that clears
+        voids nothing, so successes and failures are treated alike (see `counts`)."""
         vantage = self.vantage
-        if not vantage.judging:
+        if vantage.known and not vantage.up:
             self._unjudged.clear()
             return
+        if not vantage.judging:
+            return
         waiting = []
-        for key, result in self._unjudged:
+        for key, result, measured_under in self._unjudged:
             if result.started_at > vantage.verified_at:
-                waiting.append((key, result))
-            elif counts(result, vantage) and (record := self.store.records.get(key)):
+                waiting.append((key, result, measured_under))
+            elif counts(result, measured_under, vantage) and (
+                record := self.store.records.get(key)
+            ):
                 self._count_judged(record, result)
         self._unjudged = waiting
 

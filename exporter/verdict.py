@@ -102,16 +102,29 @@ class VantageHealth:
         return max(self.settled_since, self.recovered_at)
 
 
-def counts(result: ProbeResult, vantage: VantageHealth) -> bool:
+def counts(result: ProbeResult, measured_under: VantageHealth, vouched_by: VantageHealth) -> bool:
     """Pure: does this Meta result count toward the SLI (meta_probes_judged_total)?
 
-    The verdict's evidence rule for every result, success or failure alike: measured after
-    the vantage last settled, and vouched for by the control checks after it."""
+    The verdict's evidence rule for every result, success or failure alike: measured while
+    the vantage was judging and after it last settled (`measured_under`, the vantage when
+    the result arrived), then vouched for by the control checks run after it, with the
+    vantage still judging and not gone down since (`vouched_by`). A control check's blip
+    (one failure, then a pass) voids only the results measured after that check last
+    passed (the runtime drops them): the SLI must treat successes and failures alike, and
+    failures are vouched for at once (they wake the control checks) while successes wait
+    for the controls' next run, so voiding all that waits at a blip would void mostly
+    successes and inflate the error ratio (5 % packet loss read as a burning budget)."""
     return (
-        vantage.judging
+        measured_under.judging
+        and vouched_by.judging
         and result.measured
-        and vantage.fresh_from <= result.started_at <= vantage.verified_at
-        and (result.success or result.layer is not Layer.DNS or vantage.dns_ok)
+        and measured_under.fresh_from <= result.started_at <= vouched_by.verified_at
+        and result.started_at >= vouched_by.recovered_at
+        and (
+            result.success
+            or result.layer is not Layer.DNS
+            or (measured_under.dns_ok and vouched_by.dns_ok)
+        )
     )
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from .promstack import QUIET_SECONDS, alerting_stack, missing_binaries, wait_async
+from .promstack import (
+    QUIET_SECONDS,
+    Prometheus,
+    alerting_stack,
+    missing_binaries,
+    wait_async,
+)
 from .topology import META_DNS_PREFIXES, Lab
 
 pytestmark = pytest.mark.root
@@ -70,7 +76,39 @@ async def test_five_percent_loss_pages_nothing(lab: Lab, tmp_path: Path) -> None
     async with alerting_stack(lab, tmp_path, regions=1) as stack:
         lab.loss(5)
         await asyncio.sleep(QUIET_SECONDS)
+        print(f"5 % loss: {error_ratios(stack.evaluator, QUIET_SECONDS)}")
         assert stack.pages() == [], stack.hook.describe()
+
+
+def error_ratios(prometheus: Prometheus, seconds: int) -> str:
+    """The SLI's error ratio (judged probes) beside every probe's, worst service, over
+    the window: how much of the loss the SLI sees (the raw one also holds our blips)."""
+    window = f"[{seconds}s]"
+    judged = (
+        f"max(sum by (service) (increase(meta_probe_judged_failures_total{window}))"
+        f" / sum by (service) (increase(meta_probes_judged_total{window})))"
+    )
+    every = (
+        'max(sum by (service) (increase(meta_probe_failures_total{service!="control"}'
+        f'{window})) / sum by (service) (increase(meta_probes_total{{service!="control"}}'
+        f"{window})))"
+    )
+
+    def peak(series: str) -> str:
+        return f"max_over_time(max({series})[{seconds}s:5s])"
+
+    exprs = {
+        "judged": judged,
+        "every probe": every,
+        "30m peak": peak("meta_service:error:ratio_rate30m"),
+        "our own 30m peak": peak("meta:control_error:ratio_rate30m"),
+        "30m above our own, peak": peak("meta_service:excess_error:ratio_rate30m"),
+    }
+    values = {
+        name: float(rows[0]["value"][1]) if (rows := prometheus.query(expr)) else float("nan")
+        for name, expr in exprs.items()
+    }
+    return ", ".join(f"{name} {value:.2%}" for name, value in values.items())
 
 
 async def test_vantage_offline_pages_nothing(lab: Lab, tmp_path: Path) -> None:

@@ -389,31 +389,45 @@ def test_failures_from_before_the_vantage_recovered_never_count() -> None:
     assert service_verdict(SERVICE, keyed, RECOVERED, CONFIRM).status is Status.DOWN
 
 
+RESETTLED = dataclasses.replace(SETTLED, settled_since=190.0, verified_at=220.0)
+UNSETTLED = dataclasses.replace(SETTLED, settled=False)
+RECOVERED_SINCE = dataclasses.replace(RESETTLED, recovered_at=190.0)
+OFFLINE = dataclasses.replace(SETTLED, up=False)
+OUR_RESOLVER_FAILS = dataclasses.replace(SETTLED, dns_ok=False)
+
+
 @pytest.mark.parametrize(
-    ("started", "reason", "vantage", "counted"),
+    ("started", "reason", "measured_under", "vouched_by", "counted"),
     [
-        pytest.param(160.0, Reason.OK, SETTLED, True, id="settled-success"),
-        pytest.param(160.0, Reason.HTTP_STATUS, SETTLED, True, id="settled-failure"),
-        pytest.param(140.0, Reason.OK, SETTLED, False, id="before-settling"),
-        pytest.param(210.0, Reason.HTTP_STATUS, SETTLED, False, id="not-yet-vouched-for"),
-        pytest.param(160.0, Reason.BLOCKED_BY_POLICY, SETTLED, False, id="blocked"),
+        pytest.param(160.0, Reason.OK, SETTLED, SETTLED, True, id="settled-success"),
+        pytest.param(160.0, Reason.HTTP_STATUS, SETTLED, SETTLED, True, id="settled-failure"),
+        pytest.param(140.0, Reason.OK, SETTLED, SETTLED, False, id="before-settling"),
+        pytest.param(160.0, Reason.OK, UNSETTLED, SETTLED, False, id="measured-unsettled"),
+        pytest.param(210.0, Reason.HTTP_STATUS, SETTLED, SETTLED, False, id="not-yet-vouched"),
+        # A control check failed once after the probe, then passed: the vantage settled
+        # again at 190. Measured while settled and vouched for, the probe counts, success or
+        # failure alike (the runtime voids it only if that check's first run after it failed).
+        pytest.param(160.0, Reason.OK, SETTLED, RESETTLED, True, id="blip-success"),
+        pytest.param(160.0, Reason.HTTP_STATUS, SETTLED, RESETTLED, True, id="blip-failure"),
+        # ...but not when the vantage went down and recovered since.
+        pytest.param(160.0, Reason.OK, SETTLED, RECOVERED_SINCE, False, id="down-since"),
+        pytest.param(160.0, Reason.BLOCKED_BY_POLICY, SETTLED, SETTLED, False, id="blocked"),
+        pytest.param(160.0, Reason.HTTP_STATUS, SETTLED, OFFLINE, False, id="offline"),
+        pytest.param(160.0, Reason.DNS_TIMEOUT, SETTLED, OUR_RESOLVER_FAILS, False, id="resolver"),
         pytest.param(
-            160.0, Reason.HTTP_STATUS, dataclasses.replace(SETTLED, up=False), False, id="offline"
-        ),
-        pytest.param(
-            160.0,
-            Reason.DNS_TIMEOUT,
-            dataclasses.replace(SETTLED, dns_ok=False),
-            False,
-            id="our-resolver",
+            160.0, Reason.DNS_TIMEOUT, OUR_RESOLVER_FAILS, SETTLED, False, id="resolver-then"
         ),
     ],
 )
 def test_counts_in_the_sli(
-    started: float, reason: Reason, vantage: VantageHealth, counted: bool
+    started: float,
+    reason: Reason,
+    measured_under: VantageHealth,
+    vouched_by: VantageHealth,
+    counted: bool,
 ) -> None:
     probe = ProbeResult(reason is Reason.OK, reason, 0.1, started)
-    assert counts(probe, vantage) is counted
+    assert counts(probe, measured_under, vouched_by) is counted
 
 
 def test_non_critical_check_alone_never_makes_a_service_down() -> None:
