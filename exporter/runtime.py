@@ -148,9 +148,22 @@ class Runtime:
                     # the vantage after the failure that began the streak and after the
                     # one that confirmed it.
                     self._wake([c.key for c in control.checks], check.recheck_interval / 2)
+            if fresh and not result.success and record.consecutive_failures == 1:
+                self._wake_critical_siblings(check)
         self._refresh(self.config.service(check.service))
         # No fast re-check while the vantage cannot judge: the result would not count.
         return record.suspect_streak if fresh and vantage.judging else 0
+
+    def _wake_critical_siblings(self, check: CheckSpec) -> None:
+        """A critical check starts failing: probe its service's other critical checks now
+        (no sooner than half a re-check after their last start), so that "every critical
+        check failing, confirmed" is known about one re-check after the first failure,
+        whatever phase each check's interval is in. Nothing extra while healthy, and a
+        check that just ran is not probed again."""
+        checks = self.config.service(check.service).checks
+        critical = [c for c in checks if c.critical] or list(checks)
+        if any(c.key == check.key for c in critical):
+            self._wake([c.key for c in critical if c.key != check.key], check.recheck_interval / 2)
 
     @property
     def _no_control(self) -> bool:

@@ -31,6 +31,7 @@ from tests.support.alertmanager import (
     ALERTMANAGER,
     Alertmanager,
     derive_test_config,
+    shipped_alertmanager,
     top_level_blocks,
 )
 from tests.support.webhook import Notification, WebhookReceiver
@@ -493,3 +494,51 @@ def test_inhibit_d_critical_mutes_the_same_warning(outcomes: dict[str, Outcome])
 def test_nothing_reaches_the_default_receiver(outcomes: dict[str, Outcome]) -> None:
     for name, outcome in outcomes.items():
         assert outcome.to("default") == [], f"{name}:\n{outcome.explain()}"
+
+
+def group_interval(severity: str) -> float:
+    return seconds(route_for(severity)["group_interval"])
+
+
+# A new outage while another page is open joins the open page group: it must not wait for a
+# long group_interval tick (issue 16: 55-60 s with 1m).
+NEW_OUTAGE_PAGED_WITHIN = 10.0
+
+
+def test_a_page_in_progress_is_updated_within_seconds() -> None:
+    assert group_interval("critical") <= NEW_OUTAGE_PAGED_WITHIN
+    assert group_wait("critical") + group_interval("critical") <= 15
+
+
+@needs_alertmanager
+async def test_a_new_outage_pages_at_once_while_another_page_is_open(tmp_path: Path) -> None:
+    """Facebook is down and paged; a few seconds later Instagram goes down too (Prometheus
+    re-sends Facebook's alert with it, as it does every evaluation): Instagram's page goes
+    out on the open group's next tick, within group_interval, not a minute later."""
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        shipped_alertmanager(tmp_path) as (manager, hook),
+        aiohttp.ClientSession(timeout=timeout) as session,
+    ):
+        facebook = alert("MetaServiceDown", service="facebook")
+        await manager.post_alerts(session, [facebook])
+        await hook.wait_for(1, timeout=group_wait("critical") + SLACK, receiver="pager")
+        await asyncio.sleep(3)  # well inside the group's interval
+        posted_at = time.monotonic()
+        await manager.post_alerts(
+            session, [facebook, alert("MetaServiceDown", service="instagram")]
+        )
+
+        def carries_instagram(notification: Notification) -> bool:
+            return any(labels.get("service") == "instagram" for labels in notification.alert_labels)
+
+        (paged,) = await hook.wait_for(
+            1,
+            timeout=NEW_OUTAGE_PAGED_WITHIN + SLACK,
+            receiver="pager",
+            predicate=carries_instagram,
+        )
+        assert paged.received_at - posted_at <= NEW_OUTAGE_PAGED_WITHIN + SLACK
+        # Still one incident: the same group (PagerDuty deduplicates on its key).
+        groups = {n.payload["groupKey"] for n in hook.received(receiver="pager")}
+        assert len(groups) == 1, groups

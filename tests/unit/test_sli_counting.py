@@ -9,63 +9,9 @@ not read as a burning error budget.
 
 from __future__ import annotations
 
-import yaml
+from exporter.model import Reason
 
-from exporter.config import parse
-from exporter.model import ProbeResult, Reason
-from exporter.runtime import Runtime
-
-CONFIG = {
-    "builtin_catalog": False,
-    "global": {"interval": "15s", "timeout": "5s", "recheck_interval": "2s", "confirm_failures": 2},
-    # TEST-NET-1: never contacted, results are fed by hand.
-    "dns": {"resolvers": ["192.0.2.53"]},
-    "feeds": {"official_status": {"enabled": False}, "bgp": {"enabled": False}},
-    "services": {
-        "facebook": {
-            "checks": {
-                "web": {
-                    "kind": "http",
-                    "url": "https://www.facebook.com/",
-                    "valid_status_codes": ["<500"],
-                }
-            }
-        }
-    },
-    "control": {
-        "checks": {
-            "resolver": {"kind": "dns", "name": "example.com"},
-            "by_ip": {"kind": "http", "url": "https://192.0.2.1/", "valid_status_codes": ["<500"]},
-            "by_name": {"kind": "http", "url": "https://example.net/", "valid_status_codes": [204]},
-        }
-    },
-}
-CONTROLS = ("resolver", "by_ip", "by_name")
-
-
-class Feed:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        config = parse(yaml.safe_dump(CONFIG), "sli-test.yml")
-        self.runtime = Runtime(config, clock=lambda: self.now)
-        self.checks = {c.key: c for c in self.runtime.config.checks}
-
-    def result(self, service: str, check: str, at: float, reason: Reason = Reason.OK) -> None:
-        self.now = at + 0.1
-        probe = ProbeResult(reason is Reason.OK, reason, 0.1, at)
-        self.runtime.on_result(self.checks[(service, check)], probe)
-
-    def controls(self, at: float, reason: Reason = Reason.OK, which=CONTROLS) -> None:
-        for name in which:
-            self.result("control", name, at, reason)
-
-    def meta(self, at: float, reason: Reason = Reason.OK) -> None:
-        self.result("facebook", "web", at, reason)
-
-    @property
-    def judged(self) -> tuple[int, int]:
-        record = self.runtime.store.records[("facebook", "web")]
-        return record.judged_total, record.judged_failures
+from .runtime_feed import Feed
 
 
 def test_a_result_counts_once_every_control_check_ran_after_it() -> None:
