@@ -1,4 +1,5 @@
-"""Background probing: one timer per check, jitter, fast re-check on failure, bounded concurrency.
+"""Background probing: one timer per check, each in its slot of the interval, fast re-check
+on failure, bounded concurrency.
 
 Probing runs on its own clock, not on scrapes (unlike the Prometheus "writing exporters"
 advice, on purpose): detection does not wait for a scrape, a failure is re-checked within
@@ -45,22 +46,53 @@ def startup_spread(checks: int) -> float:
     return max(STARTUP_SPREAD, checks / STARTUP_RATE)
 
 
-def next_delay(
-    check: CheckSpec,
-    suspect_streak: int,
-    settings: Settings,
-    rng: random.Random,
-) -> float:
-    """Pure: seconds until the next probe of this check.
+GOLDEN = 0.6180339887498949  # services' slots start at well-spread fractions of the interval
 
-    A failure (or slowness) not yet confirmed (0 < streak < confirm_failures) is re-checked
-    after recheck_interval, so an outage is confirmed in seconds; everything else waits the
-    interval, +/- jitter so that many checks do not stay in lockstep.
+
+def phase_slots(checks: Iterable[CheckSpec]) -> dict[tuple[str, str], float]:
+    """Pure: each check's place in its interval, as a fraction in [0, 1).
+
+    A service's critical checks sit evenly apart (3 of them: every 5 s of a 15 s interval),
+    so whenever its front ends fail, one of them probes within interval/k and wakes the
+    others; its other checks sit evenly between. Services start at different fractions, so
+    the load is spread too.
     """
-    if 0 < suspect_streak < settings.confirm_failures:
-        return check.recheck_interval
-    spread = check.interval * settings.jitter
-    return max(0.0, check.interval + rng.uniform(-spread, spread))
+    by_service: dict[str, list[CheckSpec]] = {}
+    for check in checks:
+        by_service.setdefault(check.service, []).append(check)
+    slots: dict[tuple[str, str], float] = {}
+    for index, (_, members) in enumerate(by_service.items()):
+        start = (index * GOLDEN) % 1.0
+        critical = [c for c in members if c.critical]
+        others = [c for c in members if not c.critical]
+        gap = 1.0 / max(1, len(critical))
+        for i, check in enumerate(critical):
+            slots[check.key] = (start + i * gap) % 1.0
+        for i, check in enumerate(others):
+            offset = gap / 2 if critical else 0.0  # between the critical ones
+            slots[check.key] = (start + offset + i / len(others)) % 1.0
+    return slots
+
+
+def steered_due(
+    due: float, check: CheckSpec, anchor: float, settings: Settings, rng: random.Random
+) -> float:
+    """Pure: the next regular probe after the one due at `due`, steered to its slot.
+
+    The slot is every `anchor + n * interval`. Each step moves by at most the jitter
+    (interval * jitter) toward the nearest slot, plus noise of half of it, so the gap
+    between two regular probes stays within interval +/- jitter (the bound the verdict's
+    timings assume), a check drifts into its slot within a few intervals after start-up,
+    and the noise never accumulates (the old free-running jitter was a random walk that
+    clumped a service's checks as often as it spread them). Jitter 0: exact interval.
+    """
+    budget = check.interval * settings.jitter
+    free = due + check.interval
+    error = (anchor - free) % check.interval
+    if error > check.interval / 2:
+        error -= check.interval
+    step = error + rng.uniform(-budget / 2, budget / 2)
+    return free + min(budget, max(-budget, step))
 
 
 class Scheduler:
@@ -77,6 +109,7 @@ class Scheduler:
         self.checks = tuple(checks)
         self.settings = settings
         self._spread = startup_spread(len(self.checks))
+        self._slots = phase_slots(self.checks)
         self._probe = probe
         self._on_result = on_result
         self._rng = rng or random.Random()
@@ -142,9 +175,16 @@ class Scheduler:
                 timer.cancel()
 
     async def _loop(self, check: CheckSpec) -> None:
-        due = _now() + self._rng.uniform(0, min(self._spread, check.interval))
+        # Regular probes keep the check's cadence; a re-check or a wake-up is an extra probe
+        # in between and moves nothing (when a failure woke a service's checks together,
+        # they used to keep that one phase afterwards).
+        now = _now()
+        anchor = now + self._slots.get(check.key, 0.0) * check.interval
+        regular = now + self._rng.uniform(0, min(self._spread, check.interval))
+        recheck: float | None = None
         while not self._stopping:
-            due = await self._sleep_until(check, due)
+            planned = regular if recheck is None else min(regular, recheck)
+            due = await self._sleep_until(check, planned)
             async with self._limit:
                 started = _now()
                 self.lag.observe(max(0.0, started - due))
@@ -159,8 +199,17 @@ class Scheduler:
                 streak = self._on_result(check, result)
             except Exception:  # a bug downstream must not stop this check's timer
                 log.exception("recording the result of %s/%s failed", check.service, check.name)
-            # Keep the cadence from the due time; after a long stall, start afresh from now.
-            due = max(due + next_delay(check, streak, self.settings, self._rng), _now())
+            now = _now()
+            # Catch the cadence up past this probe (one that started less than half a
+            # re-check before the regular one stands for it); after a long stall, start
+            # afresh from now.
+            while regular <= started + check.recheck_interval / 2:
+                regular = steered_due(regular, check, anchor, self.settings, self._rng)
+            regular = max(regular, now)
+            # A failure (or slowness) not yet confirmed is re-checked after recheck_interval,
+            # so an outage is confirmed in seconds.
+            suspect = 0 < streak < self.settings.confirm_failures
+            recheck = max(due + check.recheck_interval, now) if suspect else None
 
 
 class LoopLagMonitor:

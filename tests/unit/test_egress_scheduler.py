@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 
@@ -10,7 +11,7 @@ import pytest
 
 from exporter.egress import LOOPBACK, EgressPolicy, PolicyViolation
 from exporter.model import ProbeResult, Reason
-from exporter.scheduler import Scheduler, next_delay
+from exporter.scheduler import Scheduler, phase_slots, steered_due
 from exporter.spec import CheckSpec, Settings
 from exporter.store import CheckRecord, ResultStore
 from tests.conftest import make_check
@@ -60,20 +61,54 @@ CHECK = make_check(
 SETTINGS = Settings(confirm_failures=2, jitter=0.1, max_concurrency=4)
 
 
-@pytest.mark.parametrize(
-    ("streak", "expected"),
-    [
-        (1, 2.0),  # first failure (or slow success): fast re-check
-        (2, None),  # confirmed: back to the interval
-        (0, None),  # healthy, or a blocked probe that measured nothing
-    ],
-)
-def test_next_delay(streak: int, expected: float | None) -> None:
-    delays = {next_delay(CHECK, streak, SETTINGS, random.Random(i)) for i in range(50)}
-    if expected is not None:
-        assert delays == {expected}
-    else:
-        assert all(13.5 <= d <= 16.5 for d in delays) and len(delays) > 1  # jittered around 15 s
+def test_a_services_critical_checks_sit_evenly_apart_and_services_apart() -> None:
+    checks = [
+        make_check("tcp", name=name, service=service, host="127.0.0.1", port=1, critical=critical)
+        for service, name, critical in [
+            ("facebook", "dns", False),
+            ("facebook", "web", True),
+            ("facebook", "mobile", True),
+            ("facebook", "graph", True),
+            ("instagram", "web", True),
+            ("instagram", "dns", False),
+        ]
+    ]
+    slots = phase_slots(checks)
+    critical = sorted(slots[("facebook", n)] for n in ("web", "mobile", "graph"))
+    assert critical == pytest.approx([0.0, 1 / 3, 2 / 3])
+    assert slots[("facebook", "dns")] == pytest.approx(1 / 6)  # between two critical ones
+    assert slots[("instagram", "web")] == pytest.approx(0.618, abs=1e-3)
+    assert slots[("instagram", "dns")] == pytest.approx(0.118, abs=1e-3)
+    assert all(0 <= s < 1 for s in slots.values())
+
+
+def gaps_and_phases(anchor: float, start: float, steps: int, seed: int) -> tuple[list, list]:
+    rng, due, dues = random.Random(seed), start, [start]
+    for _ in range(steps):
+        due = steered_due(due, CHECK, anchor, SETTINGS, rng)
+        dues.append(due)
+    gaps = [b - a for a, b in itertools.pairwise(dues)]
+    phases = [(d - anchor + 7.5) % 15.0 - 7.5 for d in dues]  # signed distance to the slot
+    return gaps, phases
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_steering_reaches_the_slot_without_stretching_a_gap(seed: int) -> None:
+    gaps, phases = gaps_and_phases(anchor=7.4, start=0.0, steps=200, seed=seed)
+    assert all(13.5 - 1e-9 <= g <= 16.5 + 1e-9 for g in gaps)  # interval +/- jitter, always
+    assert all(abs(p) <= 0.75 + 1e-9 for p in phases[6:])  # in its slot from the 6th step
+    assert len({round(g, 6) for g in gaps}) > 100  # still jittered: no lockstep
+
+
+def test_the_noise_does_not_accumulate() -> None:
+    # The old jitter was a random walk: after 1,000 intervals a check sat anywhere.
+    _, phases = gaps_and_phases(anchor=0.0, start=0.0, steps=1000, seed=3)
+    assert max(abs(p) for p in phases) <= 0.75 + 1e-9
+
+
+def test_no_jitter_keeps_an_exact_interval() -> None:
+    rng = random.Random(1)
+    assert steered_due(3.0, CHECK, 10.0, Settings(2, 0.0, 4), rng) == 18.0
 
 
 def test_streaks_live_in_the_store_and_ignore_unmeasured_results() -> None:

@@ -41,7 +41,10 @@ step, and when a deadline below falls due:
        control probes in it may still be running, or there was none, since a Meta check that
        was already failing re-runs no control check). Without that, a service that was
        really down until just before an outage the exporter cannot know of yet would have to
-       leave "down" at once when the outage ends;
+       leave "down" at once when the outage ends. One allowance: a status set before an
+       outage may stand for REVERIFY_HOLD after the outage was first seen, while the
+       exporter re-verifies (one control check's lone failure holds every verdict for its
+       re-check, then the stale checks are probed afresh);
  (ii)  while the exporter says the vantage is down, every Meta service is unknown; and once
        the uplink has been down longer than VANTAGE_DOWN_BOUND = interval*(1+jitter) +
        2*timeout + 2*recheck_interval + 1 s (interval: the control checks' longest), the
@@ -71,7 +74,6 @@ import dataclasses
 import logging
 import math
 import random
-import selectors
 import socket
 import sys
 import time
@@ -96,6 +98,7 @@ from exporter.config import parse
 from exporter.model import ProbeResult, Reason, Status
 from exporter.runtime import Runtime
 from exporter.spec import CheckSpec, Config, ServiceSpec
+from tests.unit.virtual_time import VirtualClock, VirtualTimeLoop
 
 # The shipped timings (exporter/catalog.yaml).
 INTERVAL = 15.0
@@ -111,6 +114,10 @@ CACHE_MAX = 10.0
 # the verdicts for one re-check.
 DOWN_SLACK = RECHECK / 2 + RECHECK
 UP_HOLD = 2 * (RECHECK + 2 * TIMEOUT)
+# (i): how long a status set before an outage that one control check alone saw (a blip to
+# the exporter) may be held while it re-verifies: the control check's re-check, then the
+# stale Meta checks probed afresh.
+REVERIFY_HOLD = RECHECK + 2 * TIMEOUT + DOWN_SLACK
 FAST = 0.01  # an immediate failure: refused, unreachable, SERVFAIL, 503
 OK_DURATION = 0.05  # every success: far below latency_threshold, so nothing is ever slow
 T0 = 1000.0  # small: float steps of the loop's clock resolution (1 ns) stay exact
@@ -238,41 +245,6 @@ def control_interval(config: Config) -> float:
     return max(c.interval for c in config.control.checks) if config.control else INTERVAL
 
 
-# -- virtual time -------------------------------------------------------------------------
-
-
-class VirtualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class _VirtualSelector(selectors.SelectSelector):
-    """register/unregister as usual (the loop's self-pipe); select() never waits: it moves
-    the clock on by the timeout and reports no events."""
-
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        if timeout is None:
-            raise RuntimeError("the virtual loop has nothing scheduled: it would wait forever")
-        self._clock.now += max(0.0, timeout)
-        return []
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self, clock: VirtualClock) -> None:
-        self._virtual_clock = clock
-        super().__init__(_VirtualSelector(clock))
-
-    def time(self) -> float:
-        return self._virtual_clock.now
-
-
 class _NoSocket(socket.socket):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("the model test must not open a socket")
@@ -329,7 +301,8 @@ class World:
     # Start of the current healthy period, or of the last one (None: never healthy).
     healthy_since: float | None = None
     # Every outage (the vantage unhealthy): [start, end (None: going on), seen], where seen
-    # means a control check failed in it that would have passed on a healthy vantage.
+    # is when the first control check's result that failed in it (and would have passed on
+    # a healthy vantage) was recorded, or False.
     outages: list[list[Any]] = dataclasses.field(default_factory=list)
     # When each service's last Meta failure ended (inf: it goes on).
     meta_failure_end: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -354,7 +327,8 @@ class World:
             start, end, _ = outage
             if start <= at and (end is None or at < end):
                 healthy = dataclasses.replace(self, uplink="up", resolver_up=True)
-                outage[2] = outage[2] or healthy.outcome(check, at)[0] is Reason.OK
+                if not outage[2] and healthy.outcome(check, at)[0] is Reason.OK:
+                    outage[2] = self.clock.now
                 return
 
     def healthy_since_seen(self) -> float | None:
@@ -774,6 +748,20 @@ class VerdictModel(RuleBasedStateMachine):
         if self._step_done is not None and not self._step_done.done():
             self._step_done.set_result(None)
 
+    def _reverifying(self, name: str) -> bool:
+        """(i)'s one allowance: the service's status was set before the last seen outage
+        began, and that outage was seen less than REVERIFY_HOLD ago. A control check's lone
+        failure holds every verdict while it is re-checked (a blip must not flap a down
+        service), then the stale Meta checks are probed afresh; until then the exporter
+        cannot know that Meta recovered meanwhile."""
+        runtime, world = self.runtime, self.world
+        state = runtime.services.get(name) if runtime else None
+        seen = [outage for outage in world.outages if outage[2]]
+        if state is None or not seen:
+            return False
+        start, _, seen_at = seen[-1]
+        return state.since < start and self.clock.now - seen_at <= REVERIFY_HOLD
+
     def _check(self, where: str) -> None:
         runtime = self.runtime
         if runtime is None:
@@ -809,7 +797,10 @@ class VerdictModel(RuleBasedStateMachine):
             if st_ in (Status.DOWN, Status.DEGRADED):
                 STATS[f"(i) checked: {st_.value}, so Meta failed"] += 1
                 end, healthy_since = world.meta_failure_end.get(name), world.healthy_since_seen()
-                if healthy_since is None or end is None or end <= healthy_since:
+                false = healthy_since is None or end is None or end <= healthy_since
+                if false and self._reverifying(name):
+                    STATS[f"(i) {st_.value} held while re-verifying after a seen outage"] += 1
+                elif false:
                     self.violation(
                         "i",
                         f"{name} is {st_.value} but Meta has not failed it since the vantage "
