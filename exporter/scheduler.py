@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -53,9 +54,10 @@ def phase_slots(checks: Iterable[CheckSpec]) -> dict[tuple[str, str], float]:
     """Pure: each check's place in its interval, as a fraction in [0, 1).
 
     A service's critical checks sit evenly apart (3 of them: every 5 s of a 15 s interval),
-    so whenever its front ends fail, one of them probes within interval/k and wakes the
-    others; its other checks sit evenly between. Services start at different fractions, so
-    the load is spread too.
+    so whenever its front ends fail, one of them probes within interval/k (when they share
+    an interval: a slot is a fraction of each check's own) and wakes the others. Its other
+    checks are spread evenly too, half their own spacing off the start. Services start at
+    different fractions, so the load is spread as well.
     """
     by_service: dict[str, list[CheckSpec]] = {}
     for check in checks:
@@ -65,12 +67,10 @@ def phase_slots(checks: Iterable[CheckSpec]) -> dict[tuple[str, str], float]:
         start = (index * GOLDEN) % 1.0
         critical = [c for c in members if c.critical]
         others = [c for c in members if not c.critical]
-        gap = 1.0 / max(1, len(critical))
         for i, check in enumerate(critical):
-            slots[check.key] = (start + i * gap) % 1.0
+            slots[check.key] = (start + i / len(critical)) % 1.0
         for i, check in enumerate(others):
-            offset = gap / 2 if critical else 0.0  # between the critical ones
-            slots[check.key] = (start + offset + i / len(others)) % 1.0
+            slots[check.key] = (start + (i + 0.5) / len(others)) % 1.0
     return slots
 
 
@@ -82,9 +82,12 @@ def steered_due(
     The slot is every `anchor + n * interval`. Each step moves by at most the jitter
     (interval * jitter) toward the nearest slot, plus noise of half of it, so the gap
     between two regular probes stays within interval +/- jitter (the bound the verdict's
-    timings assume), a check drifts into its slot within a few intervals after start-up,
-    and the noise never accumulates (the old free-running jitter was a random walk that
-    clumped a service's checks as often as it spread them). Jitter 0: exact interval.
+    timings assume; a wake-up or re-check standing in for a regular probe may stretch one
+    gap by up to half a re-check); a check drifts into its slot within about five intervals
+    of a start or reload at the shipped 10 %; and the noise never accumulates (the old
+    free-running jitter was a random walk that clumped a service's checks as often as it
+    spread them). Jitter 0: no noise and no steering, every probe exactly one interval after
+    the last (the phase of the first probe stays).
     """
     budget = check.interval * settings.jitter
     free = due + check.interval
@@ -106,6 +109,8 @@ class Scheduler:
         rng: random.Random | None = None,
         lag: Histogram | None = None,
     ) -> None:
+        if not 0 <= settings.jitter < 1:  # the config checks it; steering needs it
+            raise ValueError(f"jitter must be in [0, 1), not {settings.jitter}")
         self.checks = tuple(checks)
         self.settings = settings
         self._spread = startup_spread(len(self.checks))
@@ -200,12 +205,15 @@ class Scheduler:
             except Exception:  # a bug downstream must not stop this check's timer
                 log.exception("recording the result of %s/%s failed", check.service, check.name)
             now = _now()
-            # Catch the cadence up past this probe (one that started less than half a
-            # re-check before the regular one stands for it); after a long stall, start
-            # afresh from now.
-            while regular <= started + check.recheck_interval / 2:
+            # Catch the cadence up past this probe: a regular probe that fell due while it
+            # ran, or less than half a re-check after it started, is the one that just ran
+            # (a slow wake-up does not put the check out of its slot, nor probe twice).
+            stand_in = min(check.recheck_interval, check.interval) / 2
+            behind = now - regular
+            if behind > check.interval:  # a long stall: skip whole intervals at once
+                regular += check.interval * math.floor(behind / check.interval)
+            while regular <= max(started + stand_in, now):
                 regular = steered_due(regular, check, anchor, self.settings, self._rng)
-            regular = max(regular, now)
             # A failure (or slowness) not yet confirmed is re-checked after recheck_interval,
             # so an outage is confirmed in seconds.
             suspect = 0 < streak < self.settings.confirm_failures

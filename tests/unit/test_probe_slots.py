@@ -11,6 +11,8 @@ import itertools
 import random
 from collections.abc import Callable
 
+import pytest
+
 from exporter.model import ProbeResult, Reason
 from exporter.scheduler import Scheduler
 from exporter.spec import CheckSpec, Settings
@@ -39,18 +41,23 @@ def run(
     seconds: float,
     *,
     fails: Callable[[str, float], bool] = lambda name, at: False,
+    slow: Callable[[str, float], bool] = lambda name, at: False,
     wake_at: tuple[float, ...] = (),
     seed: int = 1,
 ) -> Starts:
-    """Probe CHECKS for `seconds` of virtual time; every probe's start, by check name."""
+    """Probe CHECKS for `seconds` of virtual time; every probe's start, by check name.
+    Probes pass at once unless `fails` (at once) or `slow` (passing after 5 s) says so."""
     clock = VirtualClock(1000.0)
     loop = VirtualTimeLoop(clock)
     starts: Starts = {check.name: [] for check in CHECKS}
     streaks = dict.fromkeys(starts, 0)
 
     async def probe(check: CheckSpec) -> ProbeResult:
-        starts[check.name].append(clock.now - 1000.0)
-        ok = not fails(check.name, clock.now - 1000.0)
+        at = clock.now - 1000.0
+        starts[check.name].append(at)
+        if slow(check.name, at):
+            await asyncio.sleep(5.0)
+        ok = not fails(check.name, at)
         return ProbeResult(ok, Reason.OK if ok else Reason.HTTP_STATUS, 0.05, clock.now)
 
     def on_result(check: CheckSpec, result: ProbeResult) -> int:
@@ -136,6 +143,42 @@ def test_a_failure_is_rechecked_then_the_check_returns_to_its_slot() -> None:
         600.0, seed=4, fails=lambda name, at: name == "web" and outage[0] <= at < outage[1]
     )
     first_failure = next(t for t in failing["web"] if t >= outage[0])
-    assert first_failure + 2.0 in failing["web"]  # the fast re-check
+    assert near(first_failure + 2.0, failing["web"])  # the fast re-check
     later = [t for t in quiet["web"] if t > outage[1] + INTERVAL]
-    assert later and all(t in failing["web"] for t in later)  # same slot afterwards
+    assert later and all(near(t, failing["web"]) for t in later)  # same slot afterwards
+
+
+def near(moment: float, times: list[float]) -> bool:
+    return any(abs(moment - t) < 1e-6 for t in times)
+
+
+def regular_after(starts: Starts, name: str, moment: float) -> float:
+    return next(t for t in starts[name] if t > moment)
+
+
+def test_a_wake_up_just_before_a_regular_probe_stands_for_it() -> None:
+    quiet = run(600.0, seed=5)
+    regular = regular_after(quiet, "web", 300.0)
+    woken = run(600.0, seed=5, wake_at=(regular - 0.5,))
+    around = [t for t in woken["web"] if regular - 1.0 <= t <= regular + 5.0]
+    assert around == [pytest.approx(regular - 0.5)]  # not probed again half a second later
+    for others in critical_phases(woken, after=regular + INTERVAL):
+        assert abs(others[0] - 5.0) <= 1.5 and abs(others[1] - 10.0) <= 1.5  # still in slot
+
+
+def test_a_slow_wake_up_neither_probes_twice_nor_leaves_its_slot() -> None:
+    # The wake-up comes 1.5 s before web's regular probe and takes 5 s: the regular that
+    # fell due meanwhile is the probe that ran, not a second one the moment it returns.
+    quiet = run(600.0, seed=6)
+    regular = regular_after(quiet, "web", 300.0)
+    moment = regular - 1.5
+    woken = run(
+        600.0,
+        seed=6,
+        wake_at=(moment,),
+        slow=lambda name, at: name == "web" and moment <= at < moment + 1.0,
+    )
+    after = [t for t in woken["web"] if t > moment]
+    assert after[0] == pytest.approx(regular + INTERVAL, abs=1.5)  # the next regular one
+    for others in critical_phases(woken, after=moment + INTERVAL):
+        assert abs(others[0] - 5.0) <= 1.5 and abs(others[1] - 10.0) <= 1.5
