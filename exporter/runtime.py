@@ -36,6 +36,7 @@ from .verdict import (
 log = logging.getLogger(__name__)
 
 ConfigLoader = Callable[[], Config]
+RE_VERIFYING = "control checks pass; re-verifying them after a config reload"
 
 
 def build_env(config: Config) -> ProbeEnv:
@@ -81,6 +82,11 @@ class Runtime:
         # Each with the vantage it was measured under.
         self._unjudged: list[tuple[tuple[str, str], ProbeResult, VantageHealth]] = []
         self._was_down = False
+        # A reload cancels the probes in flight, a control check's among them (one that was
+        # about to reveal an outage of ours): an up vantage is unsettled until every control
+        # check has reported again after it, so the Meta failures probed meanwhile are
+        # probed afresh once it settles (a down one stays down until they say otherwise).
+        self._control_fresh_from = -math.inf
         self.started_at = clock()
         self.reload_successful = True
         self.reload_success_time = self.started_at
@@ -213,7 +219,12 @@ class Runtime:
         control = self.config.control
         states = self.store.states(c.key for c in control.checks) if control else {}
         pairs = [(c, states[c.key]) for c in control.checks] if control else []
-        vantage = self._stamp(vantage_health(pairs, self.config.settings.confirm_failures))
+        vantage = vantage_health(pairs, self.config.settings.confirm_failures)
+        if vantage.judging and any(
+            s.last is not None and s.last.started_at < self._control_fresh_from for _, s in pairs
+        ):
+            vantage = replace(vantage, settled=False, detail=RE_VERIFYING)
+        vantage = self._stamp(vantage)
         if vantage.known and vantage.up != self.vantage.up:
             log.warning("vantage %s: %s", "up" if vantage.up else "DOWN", vantage.detail)
         self.vantage = vantage
@@ -359,6 +370,8 @@ class Runtime:
                 if running:
                     self.feeds.start()
             self.store.sync(config.checks)
+            if running:
+                self._control_fresh_from = self.clock()
             self._refresh_all()
             if running:
                 self._start_scheduler()

@@ -922,3 +922,29 @@ def survey(examples: int) -> None:
 
 if __name__ == "__main__":
     survey(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+
+
+def test_a_reload_during_our_outage_does_not_hide_it() -> None:
+    """Found by the model (a fresh clone's CI run): the uplink goes silent, the one control
+    probe that would have failed in it is cancelled by a config reload, and the Meta probes
+    started just before the uplink came back time out. Those failures must not count: after
+    a reload the control checks report again, as at start-up, before a Meta failure counts."""
+    state = VerdictModel()
+    try:
+        state.start(seed=2864, uplink="up", cache=0.0, resolver_down=False)
+        state.wait(dt=0.5)
+        for _ in range(8):
+            state.wait(dt=1.0)
+        state.wait(dt=5.5)
+        state.uplink(cache=0.0, dt=8.0, state="down_silent")
+        state.reload(
+            change="same",
+            check=("facebook", "dns"),
+            dt=0.5,
+            removed=("facebook", "dns"),
+            seconds=10,
+        )
+        state.uplink(cache=0.0, dt=8.0, state="up")
+        state.wait(dt=20.0)
+    finally:
+        state.teardown()
