@@ -3,6 +3,7 @@ listener, and DNS, each role in its own process so its CPU is measured apart.
 
     python -m bench.servers --role https --listen 127.0.0.1:0 --ca-dir DIR --stats FILE
     python -m bench.servers --role dns --listen 127.77.0.53:53 --stats FILE
+    python -m bench.servers --role edge --listen 127.0.0.1:0 --ca-dir DIR --stats FILE
 
 Prints one JSON line {"port": N} once listening; stops on SIGTERM and then writes its
 figures (requests served, how late the delay timers fired) to --stats.
@@ -11,7 +12,9 @@ Lean on purpose, unlike exporter.sim's front end: a benchmark measures the clien
 server must be neither the bottleneck nor a source of timing error. The HTTPS role is a
 bare asyncio protocol: no framework, a delay is one loop timer (no polling), `GET /d/50`
 answers after 50 ms, anything else at once, always with `Connection: close` (both
-exporters open a fresh connection per probe anyway). It runs on uvloop when installed.
+exporters open a fresh connection per probe anyway). It runs on uvloop when installed. The
+edge role answers the same way over HTTP/2 (TLS, ALPN h2) and HTTP/3 (QUIC, the same port
+over UDP): hypercorn, as the simulator's edge (exporter/sim/edge.py), with a bare ASGI app.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import ssl
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from exporter.sim.certs import LabCA
 from exporter.sim.dnsserver import DnsServer, Zone
+from exporter.sim.edge import EdgeServer
 
 BENCH_HOST = "www.bench.lab"
 BENCH_ZONE = "bench.lab"
@@ -126,6 +131,35 @@ class HttpsOnce(asyncio.Protocol):
             self.transport.close()
 
 
+class BenchApp:
+    """The edge role's ASGI app: the HTTPS role's answer, after the same delay."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        self.stats.requests += 1
+        self.stats.connections += 1  # one request per connection from both clients
+        delay = delay_of(b"GET " + scope["raw_path"] + b" HTTP/1.1")
+        if delay > 0:
+            due = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            self.stats.late(time.monotonic() - due)
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", b"%d" % len(BODY)),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": BODY})
+
+
 class AcceptAndClose(asyncio.Protocol):
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
@@ -135,12 +169,18 @@ class AcceptAndClose(asyncio.Protocol):
         transport.close()
 
 
+def lab_ca(ca_dir: Path) -> LabCA:
+    """The lab root saved in ca_dir, made and saved there first if absent."""
+    if LabCA.is_saved_in(ca_dir):
+        return LabCA.load(ca_dir)
+    ca = LabCA()
+    ca.save(ca_dir)
+    return ca
+
+
 def server_context(ca_dir: Path) -> ssl.SSLContext:
     """A leaf for www.bench.lab and 127.0.0.1 from the lab root saved in ca_dir."""
-    ca = LabCA.load(ca_dir) if LabCA.is_saved_in(ca_dir) else LabCA()
-    if not LabCA.is_saved_in(ca_dir):
-        ca.save(ca_dir)
-    context = ca.context_for([BENCH_HOST, "127.0.0.1"])
+    context = lab_ca(ca_dir).context_for([BENCH_HOST, "127.0.0.1"])
     context.num_tickets = 0  # no session tickets: neither client resumes sessions
     return context
 
@@ -167,6 +207,17 @@ async def serve(args: argparse.Namespace) -> int:
         dns = DnsServer(bench_zone(args.answer), host=host, port=int(port_text))
         await dns.start()
         port, closer = dns.port, dns.close
+    elif args.role == "edge":
+        edge = EdgeServer(
+            lab_ca(Path(args.ca_dir)),
+            [BENCH_HOST, "127.0.0.1"],
+            "",
+            0,
+            host,
+            int(port_text),
+            app=BenchApp(stats),
+        )
+        port, closer = await edge.start(), edge.close
     else:
         context = server_context(Path(args.ca_dir)) if args.role == "https" else None
         protocol = HttpsOnce if args.role == "https" else AcceptAndClose
@@ -195,17 +246,18 @@ async def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("--role", choices=["https", "tcp", "dns"], required=True)
+    parser.add_argument("--role", choices=["https", "edge", "tcp", "dns"], required=True)
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
     parser.add_argument("--ca-dir", help="https: directory holding the lab root (made if absent)")
     parser.add_argument("--answer", default="127.0.0.1", help=f"dns: the address of {BENCH_HOST}")
     parser.add_argument("--stats", help="write the figures here on exit")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
-    if args.role == "https" and not args.ca_dir:
-        parser.error("--role https needs --ca-dir")
+    if args.role in ("https", "edge") and not args.ca_dir:
+        parser.error(f"--role {args.role} needs --ca-dir")
     runner = asyncio.run
-    if not args.no_uvloop:
+    # The edge wraps one method of its event loop (EdgeServer.start): asyncio's, not uvloop's.
+    if not args.no_uvloop and args.role != "edge":
         with contextlib.suppress(ImportError):
             import uvloop
 

@@ -62,11 +62,11 @@ class Servers:
 
 def start_servers(workdir: Path, cpus: str | None, nice: int = SERVER_NICE) -> Servers:
     ca_dir = workdir / "ca"
-    ports = {"https": closed_port(), "tcp": closed_port(), "dns": 53}
-    hosts = {"https": "127.0.0.1", "tcp": "127.0.0.1", "dns": dns_host()}
+    ports = {"https": closed_port(), "edge": closed_port(), "tcp": closed_port(), "dns": 53}
+    hosts = {"https": "127.0.0.1", "edge": "127.0.0.1", "tcp": "127.0.0.1", "dns": dns_host()}
     processes: dict[str, RepoProcess] = {}
     try:
-        for role in ("https", "tcp", "dns"):
+        for role in ("https", "edge", "tcp", "dns"):
             argv = python_module(
                 "bench.servers",
                 "--role",
@@ -88,6 +88,7 @@ def start_servers(workdir: Path, cpus: str | None, nice: int = SERVER_NICE) -> S
         raise
     targets = Targets(
         https_port=ports["https"],
+        edge_port=ports["edge"],
         tcp_port=ports["tcp"],
         dns_host=hosts["dns"],
         dns_port=53,

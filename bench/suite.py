@@ -48,7 +48,7 @@ from bench import procstat, report
 from bench.proc import SERVER_NICE, SUBJECT_NICE
 from bench.session import Blackbox, Ours, Servers, Session, Subject, measure, start_servers
 from bench.stats import median, percentile, ratio
-from bench.workload import KINDS, Workload
+from bench.workload import KINDS, SUBJECTS, Workload
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECT_CPUS = "0"
@@ -238,8 +238,11 @@ class Bench:
             workload = Workload(kind, plan.cpu_checks, plan.cpu_interval)
             rounds: list[dict[str, Any]] = []
             for round_ in range(plan.rounds):
-                subjects: list[Subject] = [self._ours(workload), self._blackbox(workload)]
-                if self.before_tree is not None:
+                able = SUBJECTS[kind]
+                subjects: list[Subject] = [self._ours(workload)]
+                if "blackbox" in able:
+                    subjects.append(self._blackbox(workload))
+                if self.before_tree is not None and "before" in able:
                     subjects.append(self._before(workload))
                 if round_ % 2:
                     subjects.reverse()  # which one starts first
@@ -267,8 +270,9 @@ class Bench:
                     for role in rounds[0]["shared"]["server_cpu_per_1000"]
                 },
             }
+            reference = medians.get("blackbox", {})
             ratios = {
-                key: ratio(medians["ours"][key], medians["blackbox"][key])
+                key: ratio(medians["ours"][key], reference.get(key))
                 for key in ("cpu_per_1000", "hwm_mib")
             }
             say(

@@ -9,7 +9,17 @@ from typing import Any
 
 from bench.servers import BENCH_HOST
 
-KINDS = ("https", "dns", "tcp")
+# https: HTTP/1.1 (the lean server offers no ALPN); h2 and h3: HTTP/2 and HTTP/3 on the edge
+# role (hypercorn). blackbox_exporter 0.23 has no HTTP/3, and the aiohttp-era exporter
+# ("before") only HTTP/1.1: the kinds each can probe are in SUBJECTS.
+KINDS = ("https", "h2", "h3", "dns", "tcp")
+SUBJECTS = {
+    "https": ("ours", "blackbox", "before"),
+    "h2": ("ours", "blackbox"),
+    "h3": ("ours",),
+    "dns": ("ours", "blackbox", "before"),
+    "tcp": ("ours", "blackbox", "before"),
+}
 TIMEOUT = "5s"
 # Checks are grouped into services of this size, as in the built-in catalogue (2-8 per
 # service): each probe result re-judges its own service, so its cost grows with the
@@ -26,11 +36,12 @@ class Targets:
     dns_host: str
     dns_port: int
     ca_file: str
+    edge_port: int = 0  # the edge role: HTTP/2 over TCP, HTTP/3 over UDP, same port
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    kind: str  # https | dns | tcp
+    kind: str  # one of KINDS
     checks: int
     interval: float  # seconds between probes of one check
     delay_ms: int = 0  # https: the server waits this long before answering
@@ -52,12 +63,16 @@ class Workload:
 
 def https_url(targets: Targets, workload: Workload, index: int) -> str:
     # Distinct URLs, as distinct checks would have; the server ignores the query.
-    return f"https://{BENCH_HOST}:{targets.https_port}/d/{workload.delay_ms}?c={index}"
+    port = targets.https_port if workload.kind == "https" else targets.edge_port
+    return f"https://{BENCH_HOST}:{port}/d/{workload.delay_ms}?c={index}"
 
 
 def exporter_check(workload: Workload, targets: Targets, index: int) -> dict[str, Any]:
-    if workload.kind == "https":
+    if workload.kind == "https":  # no http_version: the "before" exporter has no such key
         return {"kind": "http", "url": https_url(targets, workload, index)}
+    if workload.kind in ("h2", "h3"):
+        version = workload.kind[1]
+        return {"kind": "http", "url": https_url(targets, workload, index), "http_version": version}
     if workload.kind == "dns":
         return {"kind": "dns", "name": BENCH_HOST, "type": "A"}
     if workload.kind == "tcp":
@@ -103,6 +118,11 @@ def blackbox_modules(ca_file: str) -> dict[str, Any]:
                 "timeout": TIMEOUT,
                 "http": {**ip4, "tls_config": {"ca_file": ca_file}},
             },
+            "http_2xx_h2": {
+                "prober": "http",
+                "timeout": TIMEOUT,
+                "http": {**ip4, "tls_config": {"ca_file": ca_file}, "enable_http2": True},
+            },
             "dns_a": {
                 "prober": "dns",
                 "timeout": TIMEOUT,
@@ -123,6 +143,8 @@ def blackbox_jobs(workload: Workload, targets: Targets) -> list[tuple[str, str]]
     """(module, target) per check, in check order."""
     if workload.kind == "https":
         return [("http_2xx", https_url(targets, workload, i)) for i in range(workload.checks)]
+    if workload.kind == "h2":
+        return [("http_2xx_h2", https_url(targets, workload, i)) for i in range(workload.checks)]
     if workload.kind == "dns":
         return [("dns_a", f"{targets.dns_host}:{targets.dns_port}")] * workload.checks
     if workload.kind == "tcp":

@@ -26,8 +26,9 @@ LAYERS = (
     ("dns", 2, "DNS", "red"),
     ("tcp", 3, "TCP", "orange"),
     ("tls", 4, "TLS", "orange"),
-    ("http", 5, "HTTP", "yellow"),
-    ("content", 6, "CONTENT", "yellow"),
+    ("quic", 5, "QUIC", "orange"),
+    ("http", 6, "HTTP", "yellow"),
+    ("content", 7, "CONTENT", "yellow"),
 )
 # meta_official_*status state sets (exporter/feeds/official.py OfficialStatus).
 OFFICIAL = (

@@ -150,6 +150,9 @@ _LAST_VALUES: dict[str, Callable[[CheckRecord], float | None]] = {
     "meta_probe_http_status_code": lambda r: (
         None if r.last.http_status is None else float(r.last.http_status)
     ),
+    "meta_probe_http_version": lambda r: (
+        None if r.last.http_version is None else float(r.last.http_version)
+    ),
     "meta_probe_tls_cert_expiry_timestamp_seconds": lambda r: r.tls_expiry,
     "meta_probe_dns_answer_rrs": lambda r: (
         None if r.last.dns_answers is None else float(r.last.dns_answers)

@@ -102,6 +102,13 @@ METRICS: tuple[MetricDoc, ...] = (
         "HTTP status of the latest probe's final response" + CACHED + ".",
     ),
     MetricDoc(
+        "meta_probe_http_version",
+        "gauge",
+        ("service", "check"),
+        "HTTP version the latest http probe spoke (1.1, 2 or 3), as blackbox's"
+        " probe_http_version" + CACHED + ".",
+    ),
+    MetricDoc(
         "meta_probe_tls_cert_expiry_timestamp_seconds",
         "gauge",
         ("service", "check"),
@@ -305,6 +312,7 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
     success = _gauge("meta_probe_success")
     duration = _gauge("meta_probe_duration_seconds")
     http_status = _gauge("meta_probe_http_status_code")
+    http_version = _gauge("meta_probe_http_version")
     expiry = _gauge("meta_probe_tls_cert_expiry_timestamp_seconds")
     answers = _gauge("meta_probe_dns_answer_rrs")
     rcode = _gauge("meta_probe_dns_rcode")
@@ -345,6 +353,8 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
         in_row.add_metric(labels, float(record.consecutive_failures))
         if result.http_status is not None:
             http_status.add_metric(labels, float(result.http_status))
+        if result.http_version is not None:
+            http_version.add_metric(labels, float(result.http_version))
         if record.tls_expiry is not None:
             expiry.add_metric(labels, record.tls_expiry)
         if result.dns_answers is not None:
@@ -361,6 +371,7 @@ def check_families(records: Mapping[tuple[str, str], CheckRecord]) -> Iterator[M
         probes,
         failures,
         http_status,
+        http_version,
         expiry,
         answers,
         rcode,

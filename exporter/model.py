@@ -20,6 +20,9 @@ class Layer(enum.Enum):
     DNS = "dns"
     TCP = "tcp"
     TLS = "tls"
+    # HTTP/3's transport: a QUIC handshake failing while TCP and TLS work (Meta's QUIC edge,
+    # or UDP 443 blocked on the way). Above TLS: when TCP fails too, TCP is the cause.
+    QUIC = "quic"
     HTTP = "http"
     CONTENT = "content"
 
@@ -34,9 +37,10 @@ _LAYER_RANK = {
     Layer.DNS: 1,
     Layer.TCP: 2,
     Layer.TLS: 3,
-    Layer.HTTP: 4,
-    Layer.CONTENT: 5,
-    Layer.NONE: 6,
+    Layer.QUIC: 4,
+    Layer.HTTP: 5,
+    Layer.CONTENT: 6,
+    Layer.NONE: 7,
 }
 
 
@@ -82,6 +86,12 @@ class Reason(enum.Enum):
     TLS_CERT_EXPIRED = "tls_cert_expired"
     TLS_HOSTNAME_MISMATCH = "tls_hostname_mismatch"
     TLS_VERSION = "tls_version"
+    # HTTP/3 checks: no QUIC answer in time; ICMP says nothing listens on UDP there; no
+    # route; the QUIC handshake failed otherwise (certificate failures keep their tls_ reason).
+    QUIC_TIMEOUT = "quic_timeout"
+    QUIC_REFUSED = "quic_refused"
+    QUIC_UNREACHABLE = "quic_unreachable"
+    QUIC_HANDSHAKE = "quic_handshake"
     HTTP_STATUS = "http_status"
     HTTP_TIMEOUT = "http_timeout"
     HTTP_REDIRECT_LOOP = "http_redirect_loop"
@@ -139,6 +149,8 @@ class ProbeResult:
     dns_rcode: str | None = None
     dns_answers: int | None = None
     address_family: str | None = None
+    # The HTTP version an http probe spoke: "1.1", "2" or "3".
+    http_version: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", _frozen_phases(self.phases))

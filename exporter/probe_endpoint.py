@@ -100,6 +100,10 @@ class _ResultCollector(Collector):
         yield reason
         if result.http_status is not None:
             yield _gauge("probe_http_status_code", "HTTP status of the answer.", result.http_status)
+        if result.http_version is not None:
+            yield _gauge(
+                "probe_http_version", "HTTP version the probe spoke.", float(result.http_version)
+            )
         if result.tls_expiry is not None:
             yield _gauge(
                 "probe_ssl_earliest_cert_expiry",

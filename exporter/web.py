@@ -63,6 +63,7 @@ def _check_json(record: CheckRecord) -> dict[str, Any]:
             "duration_seconds": round(last.duration, 6),
             "phases": {phase.value: round(seconds, 6) for phase, seconds in last.phases.items()},
             "http_status": last.http_status,
+            "http_version": last.http_version,
             "tls_version": last.tls_version,
             "tls_cert_expiry": iso(last.tls_expiry),
             "dns_rcode": last.dns_rcode,

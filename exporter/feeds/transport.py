@@ -14,7 +14,22 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..egress import EgressPolicy
 from ..probes.base import ProbeEnv
-from ..probes.http import USER_AGENT, resolve_results
+from ..probes.http import USER_AGENT
+
+
+def resolve_results(host: str, port: int, addresses: list[str]) -> list[ResolveResult]:
+    """aiohttp's resolver answer for addresses the exporter's own resolver found."""
+    return [
+        ResolveResult(
+            hostname=host,
+            host=address,
+            port=port,
+            family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+            proto=0,
+            flags=socket.AI_NUMERICHOST,
+        )
+        for address in addresses
+    ]
 
 
 class _ExporterResolver(AbstractResolver):
@@ -34,7 +49,7 @@ class _ExporterResolver(AbstractResolver):
 
 class _PolicedConnector(aiohttp.TCPConnector):
     """Checks each address against the egress policy at connect time (a private aiohttp
-    hook, the one probes/http.py relies on; tests/integration/test_feeds.py guards it)."""
+    hook, stable since 3.10; tests/integration/test_feeds.py guards it)."""
 
     def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)

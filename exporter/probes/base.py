@@ -13,7 +13,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,8 @@ TIMEOUT_REASONS = {
     Phase.TRANSFER: Reason.HTTP_TIMEOUT,
     None: Reason.HTTP_TIMEOUT,
 }
+# HTTP/3: connect is the QUIC handshake.
+QUIC_TIMEOUT_REASONS = {**TIMEOUT_REASONS, Phase.CONNECT: Reason.QUIC_TIMEOUT}
 
 
 class ProbeFailure(Exception):
@@ -67,6 +69,18 @@ class PhaseClock:
             self.totals[self.current] = self.totals.get(self.current, 0.0) + spent
             self.current = None
 
+    def record(
+        self, spent: Mapping[Phase, float], current: Phase | None = None, since: float = 0.0
+    ) -> None:
+        """Fold in phases timed by another clock (libcurl's); `current` is still in
+        progress, begun at `since` on this clock's time."""
+        self.leave()
+        for phase, seconds in spent.items():
+            self.totals[phase] = self.totals.get(phase, 0.0) + seconds
+        if current is not None:
+            self.current = current
+            self._entered = since
+
     @contextmanager
     def phase(self, phase: Phase):  # type: ignore[no-untyped-def]
         self.enter(phase)
@@ -89,6 +103,8 @@ class ProbeRun:
     facts: dict[str, Any] = field(default_factory=dict)
     # Event-loop time when the probe's deadline strikes.
     deadline: float = math.inf
+    # Which reason a deadline means, by the phase in progress (the prober may change it).
+    timeout_reasons: Mapping[Phase | None, Reason] = field(default_factory=lambda: TIMEOUT_REASONS)
 
 
 class ProbeEnv:
@@ -126,6 +142,7 @@ _FACT_FIELDS = (
     "dns_rcode",
     "dns_answers",
     "address_family",
+    "http_version",
 )
 
 
@@ -164,7 +181,7 @@ async def execute(check: CheckSpec, env: ProbeEnv, body: ProbeBody) -> ProbeResu
     except PolicyViolation as violation:
         reason, detail = Reason.BLOCKED_BY_POLICY, str(violation)
     except TimeoutError:
-        reason = TIMEOUT_REASONS[run.clock.current]
+        reason = run.timeout_reasons[run.clock.current]
         phase = run.clock.current.value if run.clock.current else "request"
         detail = f"no answer within {check.timeout:.3g}s (during {phase})"
     except Exception as exc:  # a bug in a prober must not stop the others

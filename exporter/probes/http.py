@@ -1,9 +1,10 @@
-"""HTTP(S) prober on aiohttp, timed by phase: resolve, connect, tls, processing, transfer.
+"""HTTP(S) prober, timed by phase: resolve, connect, tls, processing, transfer.
 
-Each probe gets a fresh session and connection (no keep-alive, no DNS cache), as
-blackbox_exporter does, so every phase is measured every time. Name resolution goes
-through the exporter's resolver; connect and TLS through probes.net, via a connector
-that splits aiohttp's single "create connection" step into its two real phases.
+HTTP/1.1, HTTP/2 (ALPN, the default for https, as browsers) or HTTP/3 (QUIC only) per check,
+on libcurl (probes.curl). Each probe is a fresh connection and a full handshake, as
+blackbox_exporter's. Names are resolved by the exporter's resolver, every hop of a redirect
+included, and each address is tried in turn with a share of the time left; libcurl only ever
+connects to the address it is given.
 """
 
 from __future__ import annotations
@@ -11,26 +12,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from .. import __version__
-from ..egress import EgressPolicy
-from ..httpbody import read_capped
-from ..model import Phase, Reason
+from ..model import Layer, Reason
 from ..spec import CheckSpec
-from . import net
-from .base import ProbeEnv, ProbeFailure, ProbeRun
+from . import curl, net
+from .base import QUIC_TIMEOUT_REASONS, ProbeEnv, ProbeFailure, ProbeRun
+from .tcp import resolve
 
 USER_AGENT = f"meta-outage-exporter/{__version__} (+https://github.com/meta-outage-exporter)"
 _STATUS_RE = re.compile(r"^(?:(\d)xx|(\d{3})-(\d{3})|<(\d{3})|(\d{3}))$")
@@ -69,6 +65,8 @@ class HttpParams:
     json_expect: Mapping[str, str | bool | int | float] = field(default_factory=lambda: _EMPTY)
     max_body_bytes: int = 1024 * 1024
     ca_file: str | None = None
+    # "1.1", "2" (h2 by ALPN, falling back to 1.1 as browsers do) or "3" (QUIC, no fallback).
+    http_version: Literal["1.1", "2", "3"] = "2"
     # Optional credentials for authenticated checks: the token never sits in the config.
     bearer_token_env: str | None = None
     bearer_token_file: str | None = None
@@ -81,6 +79,11 @@ class HttpParams:
             url = URL()
         if url.scheme not in ("http", "https") or not url.host:
             problems.append(("url", f"{self.url!r} is not an http:// or https:// URL with a host"))
+        if self.http_version not in curl.HTTP_VERSIONS:
+            choices = ", ".join(repr(v) for v in curl.HTTP_VERSIONS)
+            problems.append(("http_version", f"{self.http_version!r} is not one of {choices}"))
+        elif self.http_version == "3" and url.scheme == "http":
+            problems.append(("http_version", "HTTP/3 needs an https:// URL (QUIC is always TLS)"))
         for index, spec in enumerate(self.valid_status_codes):
             try:
                 parse_status_spec(spec)
@@ -178,191 +181,110 @@ def judge_content(params: HttpParams, headers: Mapping[str, str], body: bytes) -
     return None
 
 
-class _ProbeResolver(AbstractResolver):
-    """aiohttp's resolver hook, answered by the exporter's resolver and timed as 'resolve'."""
-
-    def __init__(self, check: CheckSpec, env: ProbeEnv, run: ProbeRun, target_host: str) -> None:
-        self._check, self._env, self._run, self._target = check, env, run, target_host
-        self._deadline = time.monotonic() + check.timeout
-
-    async def resolve(
-        self, host: str, port: int = 0, family: int = socket.AF_UNSPEC
-    ) -> list[ResolveResult]:
-        override = self._check.resolve_to if host == self._target else ()
-        with self._run.clock.phase(Phase.RESOLVE):
-            addresses = await self._env.resolver.resolve(
-                host, self._check.ip_family, deadline=self._deadline, override=override
-            )
-        return resolve_results(host, port, addresses)
-
-    async def close(self) -> None:
-        return None
-
-
-def resolve_results(host: str, port: int, addresses: list[str]) -> list[ResolveResult]:
-    """aiohttp's resolver answer for addresses the exporter's own resolver found."""
-    return [
-        ResolveResult(
-            hostname=host,
-            host=address,
-            port=port,
-            family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-            proto=0,
-            flags=socket.AI_NUMERICHOST,
-        )
-        for address in addresses
-    ]
-
-
-class _PhaseTimingConnector(aiohttp.TCPConnector):
-    """Connects and handshakes through probes.net so connect and tls are timed apart.
-
-    Overrides a private aiohttp hook (stable since 3.10); test_http_probe's phase test
-    fails if an aiohttp release changes it.
-    """
-
-    def __init__(self, run: ProbeRun, policy: EgressPolicy, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._run = run
-        self._policy = policy
-
-    async def _wrap_create_connection(  # type: ignore[override]
-        self,
-        *args: Any,
-        addr_infos: list[Any],
-        req: Any,
-        timeout: Any,
-        client_error: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        addresses = [info[4][0] for info in addr_infos]
-        port = addr_infos[0][4][1]
-        sock = await net.connect(addresses, port, self._run, self._policy)
-        context = kwargs.get("ssl")
-        if not context:
-            transport, protocol = await self._loop.create_connection(*args, **kwargs, sock=sock)
-            _time_first_byte(protocol, self._run)
-            return transport, protocol
-        server_name = kwargs.get("server_hostname") or ""
-        with self._run.clock.phase(Phase.TLS):
-            # asyncio owns the socket now and closes it on failure (see net.handshake).
-            try:
-                transport, protocol = await self._loop.create_connection(*args, **kwargs, sock=sock)
-            except OSError as exc:  # ssl.SSLError and ConnectionError are OSErrors
-                raise net.tls_failure(exc, server_name) from None
-        net.record_tls_facts(transport.get_extra_info("ssl_object"), self._run)
-        _time_first_byte(protocol, self._run)
-        return transport, protocol
-
-
-def _time_first_byte(protocol: Any, run: ProbeRun) -> None:
-    """End `processing` at the answer's first bytes, as blackbox does, rather than once
-    aiohttp has parsed the headers and the probe's task has woken: under load that wait is
-    the exporter's own queueing, not the server's time (docs/benchmarks.md). The rest, up
-    to the headers, counts as transfer."""
-    received = protocol.data_received
-
-    def first(data: bytes) -> None:
-        del protocol.data_received  # the class's method from now on
-        if run.clock.current is Phase.PROCESSING:
-            run.clock.enter(Phase.TRANSFER)
-        received(data)
-
-    protocol.data_received = first
-
-
-async def _headers_sent(_: Any, context: Any, __: Any) -> None:
-    context.trace_request_ctx.clock.enter(Phase.PROCESSING)
-
-
-async def _answer_started(_: Any, context: Any, __: Any) -> None:
-    context.trace_request_ctx.clock.leave()
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    """One for every probe, the probe's ProbeRun passed as trace_request_ctx: a TraceConfig
-    and its signals form a reference cycle, so one per probe left ~40 objects a probe for
-    the cyclic collector, whose pauses skewed probe timings (docs/benchmarks.md)."""
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(_headers_sent)
-    trace.on_request_end.append(_answer_started)
-    trace.on_request_redirect.append(_answer_started)
-    return trace
-
-
-_TRACE = _trace_config()
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int, run: ProbeRun) -> bytes:
-    with run.clock.phase(Phase.TRANSFER):
-        return await read_capped(response, cap, partial(ProbeFailure, Reason.BODY_TOO_LARGE))
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 def _in_ranges(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(low <= status <= high for low, high in ranges)
 
 
-async def _exchange(session: aiohttp.ClientSession, params: HttpParams, run: ProbeRun) -> str:
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _addresses(url: URL, check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> list[str]:
+    """Where url's host is: an IP literal as it is, the check's own host by its override or
+    our resolver, any other (a redirect's) by our resolver. Never the system's."""
+    host = url.host or ""
+    if _is_ip(host):
+        env.policy.require(host, "address")
+        return [host]
+    params: HttpParams = check.params
+    own_host = host == URL(params.url).host
+    return await resolve(host, check, env, run, use_override=own_host)
+
+
+async def _exchange(
+    url: URL, request: curl.Request, check: CheckSpec, env: ProbeEnv, run: ProbeRun
+) -> curl.Answer:
+    """One hop: each address in turn, a failed connect handing over to the next one."""
+    addresses = await _addresses(url, check, env, run)
+    for index, address in enumerate(addresses):
+        last = index == len(addresses) - 1
+        try:
+            return await curl.exchange(
+                replace(
+                    request,
+                    address=address,
+                    connect_timeout=None if last else net.share(run, len(addresses) - index),
+                ),
+                env.policy,
+                run,
+            )
+        except ProbeFailure as failure:
+            if last or failure.reason.layer not in (Layer.TCP, Layer.QUIC):
+                raise
+    raise AssertionError("the resolver returned no address")  # it raises instead
+
+
+def _request_headers(params: HttpParams, url: URL, first: URL) -> tuple[str, ...]:
     headers = dict(params.headers)
     token = bearer_token(params)
-    if token:
+    # The token goes to the check's own origin only, never to where a redirect leads.
+    if token and url.origin() == first.origin():
         headers["Authorization"] = f"Bearer {token}"
-    async with session.request(
-        params.method,
-        params.url,
-        headers=headers,
-        data=params.body,
-        allow_redirects=params.follow_redirects,
-        max_redirects=params.max_redirects + 1,  # aiohttp: N means N-1 followed, 0 endless
-        trace_request_ctx=run,
-    ) as response:
-        run.facts["http_status"] = response.status
-        if not _in_ranges(response.status, params.status_ranges):
-            expected = ", ".join(map(str, params.valid_status_codes))
-            raise ProbeFailure(Reason.HTTP_STATUS, f"HTTP {response.status}, expected {expected}")
-        body = (
-            b""
-            if params.method == "HEAD"
-            else await _read_capped(response, params.max_body_bytes, run)
-        )
-        problem = judge_content(params, response.headers, body)
-        if problem:
-            raise ProbeFailure(Reason.CONTENT_MISMATCH, problem)
-        hops = len(response.history)
-        return f"HTTP {response.status}, {len(body)} bytes" + (
-            f", {hops} redirects" if hops else ""
-        )
+    return tuple(f"{name}: {value}" for name, value in headers.items())
 
 
 async def probe_http(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     params: HttpParams = check.params
-    target_host = URL(params.url).host or ""
-    connector = _PhaseTimingConnector(
-        run,
-        env.policy,
-        resolver=_ProbeResolver(check, env, run, target_host),
-        use_dns_cache=False,
-        force_close=True,
-        ssl=env.ssl_context(params.ca_file),
-    )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        trace_configs=[_TRACE],
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),
-        headers={"User-Agent": USER_AGENT},
-    )
-    async with session:
-        try:
-            return await _exchange(session, params, run)
-        except aiohttp.TooManyRedirects:
+    if params.http_version == "3":
+        run.timeout_reasons = QUIC_TIMEOUT_REASONS
+    first = url = URL(params.url)
+    method, body = params.method, params.body.encode() if params.body is not None else None
+    redirects = 0
+    ca_file = params.ca_file or env.ca_file
+    while True:
+        request = curl.Request(
+            url=str(url),
+            host=url.host or "",
+            port=url.port or 443,
+            address="",
+            method=method,
+            headers=_request_headers(params, url, first),
+            body=body,
+            http_version=params.http_version,
+            ca_file=ca_file,
+            max_body_bytes=params.max_body_bytes,
+            user_agent=USER_AGENT,
+        )
+        answer = await _exchange(url, request, check, env, run)
+        run.facts["http_version"] = answer.http_version
+        if not (
+            params.follow_redirects
+            and answer.status in REDIRECT_STATUSES
+            and answer.redirect_url is not None
+        ):
+            break
+        if redirects == params.max_redirects:
             raise ProbeFailure(
                 Reason.HTTP_REDIRECT_LOOP, f"more than {params.max_redirects} redirects"
-            ) from None
-        except aiohttp.ClientResponseError as exc:
-            raise ProbeFailure(Reason.HTTP_PROTOCOL, f"bad HTTP answer: {exc.message}") from None
-        except aiohttp.ClientError as exc:
-            # Broken mid-answer, invalid redirect target, reset...: the server spoke bad HTTP.
-            raise ProbeFailure(
-                Reason.HTTP_PROTOCOL, f"connection broke mid-answer: {type(exc).__name__}"
-            ) from None
+            )
+        redirects += 1
+        url = URL(answer.redirect_url)
+        if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
+            method, body = "GET", None  # as browsers do
+    run.facts["http_status"] = answer.status
+    if not _in_ranges(answer.status, params.status_ranges):
+        expected = ", ".join(map(str, params.valid_status_codes))
+        raise ProbeFailure(Reason.HTTP_STATUS, f"HTTP {answer.status}, expected {expected}")
+    problem = judge_content(params, answer.headers, answer.body)
+    if problem:
+        raise ProbeFailure(Reason.CONTENT_MISMATCH, problem)
+    return f"HTTP/{answer.http_version} {answer.status}, {len(answer.body)} bytes" + (
+        f", {redirects} redirects" if redirects else ""
+    )

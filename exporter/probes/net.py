@@ -18,16 +18,8 @@ from ..model import Phase, Reason
 from ..resolver import family_of
 from .base import ProbeFailure, ProbeRun
 
-_UNREACHABLE_ERRNOS = {
-    errno.ENETUNREACH,
-    errno.EHOSTUNREACH,
-    errno.ENETDOWN,
-    errno.EHOSTDOWN,
-    errno.EADDRNOTAVAIL,
-}
-
 # OpenSSL X509_V_ERR codes worth their own reason; every other verify failure is cert_invalid.
-_VERIFY_REASONS = {
+VERIFY_REASONS = {
     9: Reason.TLS_CERT_INVALID,  # not yet valid
     10: Reason.TLS_CERT_EXPIRED,
     62: Reason.TLS_HOSTNAME_MISMATCH,
@@ -50,27 +42,32 @@ def ca_file_problem(ca_file: str | None) -> list[tuple[str, str]]:
     return []
 
 
-def _share(run: ProbeRun, addresses_left: int) -> float:
+def share(run: ProbeRun, addresses_left: int) -> float:
     """An equal share of the probe's remaining time for one of several addresses."""
     remaining = run.deadline - asyncio.get_running_loop().time()
     return max(0.05, remaining / addresses_left)
 
 
-def connect_reason(exc: OSError) -> Reason:
-    if isinstance(exc, ConnectionRefusedError):
+def reason_for_errno(number: int | None) -> Reason:
+    """The reason a failed connect's errno means."""
+    if number == errno.ECONNREFUSED:
         return Reason.TCP_REFUSED
-    if isinstance(exc, ConnectionResetError):
+    if number == errno.ECONNRESET:
         return Reason.TCP_RESET
-    if isinstance(exc, TimeoutError):
+    if number == errno.ETIMEDOUT:
         return Reason.TCP_TIMEOUT
-    if exc.errno in _UNREACHABLE_ERRNOS:
-        return Reason.TCP_UNREACHABLE
-    return Reason.TCP_UNREACHABLE
+    return Reason.TCP_UNREACHABLE  # ENETUNREACH, EHOSTUNREACH, ... and anything else
+
+
+def connect_reason(exc: OSError) -> Reason:
+    if isinstance(exc, TimeoutError):  # asyncio's, with no errno
+        return Reason.TCP_TIMEOUT
+    return reason_for_errno(exc.errno)
 
 
 def tls_failure(exc: BaseException, server_name: str) -> ProbeFailure:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = _VERIFY_REASONS.get(exc.verify_code, Reason.TLS_CERT_INVALID)
+        reason = VERIFY_REASONS.get(exc.verify_code, Reason.TLS_CERT_INVALID)
         return ProbeFailure(reason, f"certificate of {server_name} rejected: {exc.verify_message}")
     return ProbeFailure(Reason.TLS_HANDSHAKE, f"TLS handshake with {server_name} failed: {exc}")
 
@@ -97,7 +94,7 @@ async def connect(
                 if index < len(addresses) - 1:
                     # Not the last address: give it a share of the time left, so one
                     # blackholed address cannot eat the deadline of the ones that work.
-                    async with asyncio.timeout(_share(run, len(addresses) - index)):
+                    async with asyncio.timeout(share(run, len(addresses) - index)):
                         await loop.sock_connect(sock, (address, port))
                 else:
                     await loop.sock_connect(sock, (address, port))

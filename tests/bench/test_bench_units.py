@@ -25,7 +25,7 @@ from bench.workload import (
 from exporter import config
 from exporter.egress import EgressPolicy
 
-TARGETS = Targets(8443, 8444, "127.77.0.53", 53, "/nonexistent/lab-ca.pem")
+TARGETS = Targets(8443, 8444, "127.77.0.53", 53, "/nonexistent/lab-ca.pem", edge_port=8445)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -52,8 +52,14 @@ def test_blackbox_gets_the_same_probes() -> None:
     assert [target for _, target in jobs] == [c["url"] for c in ours.values()]
     assert jobs[0] == ("http_2xx", "https://www.bench.lab:8443/d/200?c=0")
     assert blackbox_jobs(Workload("dns", 2, 1.0), TARGETS) == [("dns_a", "127.77.0.53:53")] * 2
+    h2 = Workload("h2", 2, 1.0)
+    h2_checks = exporter_config(h2, TARGETS)["services"]["s0000"]["checks"]
+    assert [t for _, t in blackbox_jobs(h2, TARGETS)] == [c["url"] for c in h2_checks.values()]
+    assert {c["http_version"] for c in h2_checks.values()} == {"2"}
+    assert {c["url"].split("/")[2] for c in h2_checks.values()} == {"www.bench.lab:8445"}
     modules = blackbox_modules("/ca.pem")["modules"]
     assert modules["http_2xx"]["http"]["tls_config"] == {"ca_file": "/ca.pem"}
+    assert modules["http_2xx_h2"]["http"]["enable_http2"] is True
     for module in modules.values():  # one A lookup, as ours with ip_family ip4
         assert module[module["prober"]]["ip_protocol_fallback"] is False
 

@@ -232,14 +232,23 @@ def test_since_holds_while_status_holds_and_resets_on_change() -> None:
 
 
 def test_layer_order_is_bottom_up() -> None:
-    order = [Layer.BGP, Layer.DNS, Layer.TCP, Layer.TLS, Layer.HTTP, Layer.CONTENT, Layer.NONE]
+    order = [
+        Layer.BGP,
+        Layer.DNS,
+        Layer.TCP,
+        Layer.TLS,
+        Layer.QUIC,
+        Layer.HTTP,
+        Layer.CONTENT,
+        Layer.NONE,
+    ]
     assert sorted(Layer, key=lambda layer: layer.rank) == order
 
 
 def test_every_reason_has_a_layer_matching_its_prefix() -> None:
     for reason in Reason:
         prefix = reason.value.split("_")[0]
-        if prefix in {"dns", "tcp", "tls", "http"}:
+        if prefix in {"dns", "tcp", "tls", "quic", "http"}:
             assert reason.layer.value == prefix, reason
     assert Reason.CONTENT_MISMATCH.layer is Layer.CONTENT
     assert Reason.BODY_TOO_LARGE.layer is Layer.CONTENT
