@@ -137,6 +137,18 @@ def protocols() -> Row:
                     (None, "blue"), (200, "green"), (300, "blue"), (400, "orange"), (500, "red")
                 ),
             ),
+            state_timeline(
+                "HTTP versions",
+                "HTTP version each HTTP check's latest probe spoke, per vantage: 2 where the"
+                " server offered h2 by ALPN (the default), 1.1 where it did not or the check asks"
+                " for 1.1, 3 for the HTTP/3 (QUIC) checks.",
+                "none",
+                [target(sel("meta_probe_http_version", *CHECKS), PER_CHECK)],
+                width=12,
+                mappings=value_mappings(
+                    (1.1, "HTTP/1.1", "blue"), (2, "HTTP/2", "green"), (3, "HTTP/3", "purple")
+                ),
+            ),
             stat(
                 "TLS certificate expires in",
                 "Time left on the leaf certificate each TLS/HTTPS check last saw (kept while"

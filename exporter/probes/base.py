@@ -35,7 +35,8 @@ TIMEOUT_REASONS = {
     Phase.TRANSFER: Reason.HTTP_TIMEOUT,
     None: Reason.HTTP_TIMEOUT,
 }
-# HTTP/3: connect is the QUIC handshake.
+# HTTP/3: a deadline during connect is the QUIC handshake's (libcurl's connect mark for QUIC
+# comes with the handshake nearly done).
 QUIC_TIMEOUT_REASONS = {**TIMEOUT_REASONS, Phase.CONNECT: Reason.QUIC_TIMEOUT}
 
 

@@ -26,15 +26,16 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from ipaddress import ip_address
 from typing import Any, TypeVar
 
 import pycurl
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..egress import EgressPolicy
+from ..egress import EgressPolicy, PolicyViolation
 from ..model import Phase, Reason
 from ..resolver import family_of
-from .base import ProbeFailure, ProbeRun
+from .base import QUIC_TIMEOUT_REASONS, TIMEOUT_REASONS, ProbeFailure, ProbeRun
 from .net import VERIFY_REASONS, reason_for_errno
 
 # `http_version` of a check -> what libcurl is asked for. "2" offers h2 and http/1.1 by ALPN,
@@ -53,14 +54,38 @@ _USED_VERSIONS = {
 }
 # Beyond the probe's deadline: libcurl's own timeouts are only a backstop for asyncio's.
 _BACKSTOP = 1.0
+_LONGEST = 3600.0
 
-# libcurl error codes (curl.h, CURLE_*) the failure mapping tells apart.
-_E_COULDNT_CONNECT = 7
-_E_SEND_ERROR = 55
-_E_RECV_ERROR = 56
-_E_OPERATION_TIMEDOUT = 28
-_E_PEER_FAILED_VERIFICATION = 60
-_E_FILESIZE_EXCEEDED = 63
+# libcurl errors (curl.h CURLE_*) by what they can mean; pycurl lacks names for the newest.
+_HTTP2_STREAM, _HTTP3, _QUIC_CONNECT_ERROR, _TOO_LARGE = 92, 95, 96, 100
+# The connection failed before it was up: refused, reset, unreachable (errno tells), or for
+# QUIC an ICMP port unreachable failing the next send or receive, or the QUIC handshake.
+_CONNECT_ERRORS = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_SEND_ERROR, pycurl.E_RECV_ERROR})
+_QUIC_CONNECT_ERRORS = _CONNECT_ERRORS | {pycurl.E_SSL_CONNECT_ERROR, _HTTP3, _QUIC_CONNECT_ERROR}
+# The TLS handshake failed (certificate verification has its own code).
+_TLS_ERRORS = _CONNECT_ERRORS | {pycurl.E_SSL_CONNECT_ERROR}
+# The answer was broken: nothing, cut short, not HTTP, a bad stream, headers too large...
+_ANSWER_ERRORS = frozenset(
+    {
+        pycurl.E_GOT_NOTHING,
+        pycurl.E_SEND_ERROR,
+        pycurl.E_RECV_ERROR,
+        pycurl.E_PARTIAL_FILE,
+        pycurl.E_FTP_WEIRD_SERVER_REPLY,  # CURLE_WEIRD_SERVER_REPLY, 8
+        pycurl.E_HTTP2,
+        pycurl.E_BAD_CONTENT_ENCODING,
+        pycurl.E_WRITE_ERROR,
+        _HTTP2_STREAM,
+        _HTTP3,
+        _TOO_LARGE,
+    }
+)
+
+
+class EngineError(RuntimeError):
+    """libcurl failed for a reason of ours, not the target's (a CA bundle it cannot read, an
+    error code we do not know): the probe reports internal_error, never a Meta failure."""
+
 
 T = TypeVar("T")
 
@@ -82,16 +107,17 @@ class Request:
     user_agent: str = ""
     # This address's share of the time left (several addresses to try), None: all of it.
     connect_timeout: float | None = None
+    # Whether an answer with this status is read on (its body judged or capped); when not
+    # (a redirect to follow, a status that fails anyway), the exchange stops at its headers.
+    wants_body: Callable[[int], bool] = lambda _status: True
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
     headers: CIMultiDictProxy[str]
-    body: bytes
+    body: bytes  # empty when the body was not wanted
     http_version: str
-    # Where a 3xx points, made absolute by libcurl; None without a Location.
-    redirect_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +163,10 @@ def split_phases(
     done: dict[Phase, float] = {}
     reached = 0.0
     for phase, end in steps:
+        start = max(marks.request_sent, reached) if phase is Phase.PROCESSING else reached
         if end <= 0.0:
-            return done, phase, reached
-        start = marks.request_sent if phase is Phase.PROCESSING else reached
-        done[phase] = max(0.0, end - max(start, reached))
+            return done, phase, start
+        done[phase] = max(0.0, end - start)
         reached = end
     return done, None, reached
 
@@ -170,11 +196,12 @@ class _Transfer:
     def __init__(self, request: Request, policy: EgressPolicy) -> None:
         self.request = request
         self.policy = policy
-        self.sockets: list[socket.socket] = []
         self.header_lines: list[bytes] = []
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
+        # The headers are in and the body is not wanted: libcurl was stopped there.
+        self.headers_only = False
         self.error: BaseException | None = None
         self.tls_version: str | None = None
         # When the TLS ClientHello went out, i.e. TCP had connected: libcurl stamps its
@@ -182,23 +209,34 @@ class _Transfer:
         self.hello_sent_at: float | None = None
 
     @_guarded(pycurl.SOCKET_BAD)
-    def open_socket(self, _purpose: int, address: Any) -> socket.socket:
+    def open_socket(self, _purpose: int, address: Any) -> int:
         self.policy.require(address.addr[0], "address")
-        sock = socket.socket(address.family, address.socktype, address.protocol)
-        # pycurl uses a duplicate of its descriptor: ours is closed after the transfer.
-        self.sockets.append(sock)
-        return sock
+        # A bare descriptor: libcurl owns it from here and closes it (a socket object would
+        # be duplicated, leaving ours to close).
+        return socket.socket(address.family, address.socktype, address.protocol).detach()
 
     @_guarded(pycurl.PREREQFUNC_ABORT)
     def before_request(self, peer: str, _local: str, _peer_port: int, _local_port: int) -> int:
         self.policy.require(peer, "address")
+        if ip_address(peer) != ip_address(self.request.address):
+            raise PolicyViolation(peer, "address libcurl chose (not the one pinned)")
         return pycurl.PREREQFUNC_OK
 
     @_guarded(-1)
-    def header(self, line: bytes) -> None:
+    def header(self, line: bytes) -> int | None:
         if line.startswith(b"HTTP/"):  # a new answer begins (after a 1xx, say)
             self.header_lines.clear()
         self.header_lines.append(line)
+        if line in (b"\r\n", b"\n") and not self._informational():
+            status = int(self.header_lines[0].split()[1])
+            if not self.request.wants_body(status):
+                self.headers_only = True
+                return -1  # stop here: libcurl aborts the transfer, the answer is complete
+        return None
+
+    def _informational(self) -> bool:
+        parts = self.header_lines[0].split() if self.header_lines else []
+        return len(parts) < 2 or parts[1].startswith(b"1")
 
     @_guarded(0)
     def write(self, chunk: bytes) -> int | None:
@@ -230,11 +268,6 @@ class _Transfer:
     @property
     def quic(self) -> bool:
         return self.request.http_version == "3"
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        self.sockets.clear()
 
     def headers(self) -> CIMultiDictProxy[str]:
         headers: CIMultiDict[str] = CIMultiDict()
@@ -271,18 +304,19 @@ def system_trust() -> tuple[str | None, str | None]:
     return paths.cafile, paths.capath
 
 
-def _pin(host: str, port: int, address: str) -> str:
-    """CONNECT_TO entry: this host:port goes to address:port, never to a name lookup."""
-    shown = f"[{host}]" if ":" in host else host
+def _pin(port: int, address: str) -> str:
+    """CONNECT_TO entry: any host, any port, goes to address:port. Any, because libcurl
+    matches a host name in its own (IDNA) spelling: a name spelt otherwise would not match,
+    and libcurl would look it up itself. A handle has one URL, so "any" is that one."""
     target = f"[{address}]" if ":" in address else address
-    return f"{shown}:{port}:{target}:{port}"
+    return f"::{target}:{port}"
 
 
 def _handle(request: Request, transfer: _Transfer, deadline_left: float) -> pycurl.Curl:
     curl = pycurl.Curl()
     setopt = curl.setopt
     setopt(pycurl.URL, request.url)
-    setopt(pycurl.CONNECT_TO, [_pin(request.host, request.port, request.address)])
+    setopt(pycurl.CONNECT_TO, [_pin(request.port, request.address)])
     setopt(pycurl.PROXY, "")  # "" disables proxies, the *_proxy environment included
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     setopt(pycurl.HTTP_VERSION, HTTP_VERSIONS[request.http_version])
@@ -301,14 +335,18 @@ def _handle(request: Request, transfer: _Transfer, deadline_left: float) -> pycu
     setopt(pycurl.TIMEOUT_MS, max(1, int((deadline_left + _BACKSTOP) * 1000)))
     setopt(pycurl.FOLLOWLOCATION, 0)  # redirects are the prober's: each hop resolved by us
     setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes
-    setopt(pycurl.MAXFILESIZE_LARGE, request.max_body_bytes)
     setopt(pycurl.USERAGENT, request.user_agent)
-    setopt(pycurl.HTTPHEADER, [*request.headers, "Expect:"])
+    headers = [*request.headers, "Expect:"]
     if request.method == "HEAD":
         setopt(pycurl.NOBODY, 1)
-    elif request.method != "GET" or request.body is not None:
+    else:
+        setopt(pycurl.MAXFILESIZE_LARGE, request.max_body_bytes)
+    if request.method not in ("GET", "HEAD") or request.body is not None:
         setopt(pycurl.CUSTOMREQUEST, request.method)
         setopt(pycurl.POSTFIELDS, request.body or b"")
+        if not any(h.lower().startswith("content-type:") for h in request.headers):
+            headers.append("Content-Type: text/plain; charset=utf-8")  # as before, not a form
+    setopt(pycurl.HTTPHEADER, headers)
     setopt(pycurl.OPENSOCKETFUNCTION, transfer.open_socket)
     setopt(pycurl.PREREQFUNCTION, transfer.before_request)
     setopt(pycurl.HEADERFUNCTION, transfer.header)
@@ -339,16 +377,17 @@ def _failure(
 ) -> Exception:
     """What a libcurl error means for the probe, by the phase it struck in."""
     quic = request.http_version == "3"
-    if code == _E_OPERATION_TIMEDOUT:
-        # Only this address's share of a connect runs out before asyncio's deadline.
-        reason = Reason.QUIC_TIMEOUT if quic and phase is Phase.CONNECT else None
-        if phase is Phase.CONNECT:
-            return ProbeFailure(
-                reason or Reason.TCP_TIMEOUT,
-                f"connect to {request.address} port {request.port} timed out",
-            )
-        return TimeoutError(message)
-    if code == _E_PEER_FAILED_VERIFICATION:
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        if request.connect_timeout is None:  # libcurl's backstop, after asyncio's deadline
+            return TimeoutError(message)
+        # This address's share of the time ran out (libcurl's connect covers TLS too).
+        timeouts = QUIC_TIMEOUT_REASONS if quic else TIMEOUT_REASONS
+        return ProbeFailure(
+            timeouts[phase],
+            f"{request.address} port {request.port}: no answer within its share of the time"
+            f" ({request.connect_timeout:.3g}s, during {phase.value if phase else 'request'})",
+        )
+    if code == pycurl.E_PEER_FAILED_VERIFICATION:
         verify = curl.getinfo(pycurl.SSL_VERIFYRESULT)
         # libcurl checks the name itself, after OpenSSL accepted the chain, and says so
         # only in its message ("... subject name ... target hostname").
@@ -359,15 +398,19 @@ def _failure(
             reason or Reason.TLS_CERT_INVALID,
             f"certificate of {request.host} rejected: {message}",
         )
-    if phase is Phase.CONNECT:
+    if phase is Phase.CONNECT and code in (_QUIC_CONNECT_ERRORS if quic else _CONNECT_ERRORS):
         errno = curl.getinfo(pycurl.OS_ERRNO)
         detail = f"connect to {request.address} port {request.port} failed: {message}"
         return ProbeFailure(_connect_reason(code, errno, quic), detail)
-    if phase is Phase.TLS:
+    if phase is Phase.TLS and code in _TLS_ERRORS:
         return ProbeFailure(
             Reason.TLS_HANDSHAKE, f"TLS handshake with {request.host} failed: {message}"
         )
-    return ProbeFailure(Reason.HTTP_PROTOCOL, f"bad HTTP answer: {message}")
+    if phase in (Phase.PROCESSING, Phase.TRANSFER) and code in _ANSWER_ERRORS:
+        return ProbeFailure(Reason.HTTP_PROTOCOL, f"bad HTTP answer: {message}")
+    return EngineError(
+        f"libcurl error {code} during {phase.value if phase else 'setup'}: {message}"
+    )
 
 
 def _connect_reason(code: int, errno: int, quic: bool) -> Reason:
@@ -378,7 +421,7 @@ def _connect_reason(code: int, errno: int, quic: bool) -> Reason:
         return Reason.QUIC_UNREACHABLE
     # Over UDP, an ICMP port unreachable fails the next send or receive: nothing listens
     # for QUIC there.
-    if reason is Reason.TCP_REFUSED or code in (_E_COULDNT_CONNECT, _E_SEND_ERROR, _E_RECV_ERROR):
+    if reason is Reason.TCP_REFUSED or code in _CONNECT_ERRORS:
         return Reason.QUIC_REFUSED
     return Reason.QUIC_HANDSHAKE
 
@@ -392,36 +435,46 @@ async def exchange(request: Request, policy: EgressPolicy, run: ProbeRun) -> Ans
     """
     loop = asyncio.get_running_loop()
     transfer = _Transfer(request, policy)
-    curl = _handle(request, transfer, max(0.0, run.deadline - loop.time()))
+    left = min(max(0.0, run.deadline - loop.time()), _LONGEST)  # a run with no deadline: inf
+    curl = _handle(request, transfer, left)
     tls = request.url.startswith("https:")
-    started = time.perf_counter()
-    finished = False
+    multi = _multi()
+    future = multi.add_handle(curl)
+    started = time.perf_counter()  # libcurl's clock starts in this loop iteration too
+    finished = failed = False
     try:
-        multi = _multi()
         try:
-            await multi.perform(curl)
+            await future
             finished = True
         except pycurl.error as exc:
-            if transfer.error is not None:
+            failed = True
+            if transfer.headers_only:  # stopped at the headers on purpose: a whole answer
+                finished, failed = True, False
+            elif transfer.error is not None:
                 raise transfer.error from None
-            code, message = exc.args[0], str(exc.args[1])
-            if transfer.too_large or code == _E_FILESIZE_EXCEEDED:
-                raise ProbeFailure(
-                    Reason.BODY_TOO_LARGE, f"body exceeds {request.max_body_bytes} bytes"
-                ) from None
-            _, phase, _ = split_phases(transfer.marks(curl, started), tls=tls, finished=False)
-            raise _failure(code, message, curl, request, phase) from None
+            else:
+                code, message = exc.args[0], str(exc.args[1])
+                if transfer.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
+                    raise ProbeFailure(
+                        Reason.BODY_TOO_LARGE, f"body exceeds {request.max_body_bytes} bytes"
+                    ) from None
+                marks = transfer.marks(curl, started)
+                _, phase, _ = split_phases(marks, tls=tls, finished=False)
+                raise _failure(code, message, curl, request, phase) from None
         finally:
-            if not finished:  # cancelled (the deadline): out of the multi before it closes
+            if not (finished or failed):  # cancelled: the deadline
                 with contextlib.suppress(RuntimeError):  # RuntimeError: already out
                     multi.remove_handle(curl)
             marks = transfer.marks(curl, started)
             done, current, since = split_phases(marks, tls=tls, finished=finished)
-            # A deadline names `current`: it has run since `since`.
+            # A deadline names `current`: it has run since `since`. Otherwise it ends here.
             run.clock.record(done, current, started + since)
+            if finished or failed:
+                run.clock.leave()
+            if Phase.CONNECT in done:
+                run.facts["address_family"] = family_of(request.address)
         if transfer.error is not None:  # a callback failed, yet libcurl finished
             raise transfer.error
-        run.facts["address_family"] = family_of(request.address)
         if transfer.tls_version:
             run.facts["tls_version"] = transfer.tls_version
         expiry = _expiry(curl) if tls else None
@@ -432,11 +485,9 @@ async def exchange(request: Request, policy: EgressPolicy, run: ProbeRun) -> Ans
             headers=transfer.headers(),
             body=b"".join(transfer.chunks),
             http_version=_used_version(curl) or request.http_version,
-            redirect_url=curl.getinfo(pycurl.REDIRECT_URL) or None,
         )
     finally:
         curl.close()
-        transfer.close()
 
 
 __all__ = ["HTTP_VERSIONS", "Answer", "Marks", "Request", "exchange", "split_phases"]

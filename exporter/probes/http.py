@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from ipaddress import ip_address
 from pathlib import Path
 from types import MappingProxyType
@@ -188,6 +189,14 @@ def _in_ranges(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(low <= status <= high for low, high in ranges)
 
 
+def _wants_body(params: HttpParams, status: int) -> bool:
+    """Read the body only of an answer that is judged on it: not of a redirect about to be
+    followed, nor of a status that fails anyway (a 5xx stays http_status, however large)."""
+    if params.follow_redirects and status in REDIRECT_STATUSES:
+        return False
+    return _in_ranges(status, params.status_ranges)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ip_address(host)
@@ -226,17 +235,26 @@ async def _exchange(
                 run,
             )
         except ProbeFailure as failure:
-            if last or failure.reason.layer not in (Layer.TCP, Layer.QUIC):
+            # The next address, if the connection never came up (a TLS timeout here is this
+            # address's share of the time running out: libcurl's connect covers TLS too).
+            moves_on = failure.reason.layer in (Layer.TCP, Layer.QUIC)
+            if last or not (moves_on or failure.reason is Reason.TLS_TIMEOUT):
                 raise
     raise AssertionError("the resolver returned no address")  # it raises instead
 
 
+# Credentials go to the check's own origin only, never to where a redirect leads.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
 def _request_headers(params: HttpParams, url: URL, first: URL) -> tuple[str, ...]:
     headers = dict(params.headers)
-    token = bearer_token(params)
-    # The token goes to the check's own origin only, never to where a redirect leads.
-    if token and url.origin() == first.origin():
-        headers["Authorization"] = f"Bearer {token}"
+    if url.origin() != first.origin():
+        headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+    else:
+        token = bearer_token(params)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
     return tuple(f"{name}: {value}" for name, value in headers.items())
 
 
@@ -251,8 +269,8 @@ async def probe_http(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     while True:
         request = curl.Request(
             url=str(url),
-            host=url.host or "",
-            port=url.port or 443,
+            host=url.raw_host or "",
+            port=url.port or 0,  # yarl gives the scheme's default port
             address="",
             method=method,
             headers=_request_headers(params, url, first),
@@ -261,22 +279,31 @@ async def probe_http(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
             ca_file=ca_file,
             max_body_bytes=params.max_body_bytes,
             user_agent=USER_AGENT,
+            wants_body=partial(_wants_body, params),
         )
         answer = await _exchange(url, request, check, env, run)
         run.facts["http_version"] = answer.http_version
-        if not (
-            params.follow_redirects
-            and answer.status in REDIRECT_STATUSES
-            and answer.redirect_url is not None
-        ):
+        location = answer.headers.get("Location")
+        if not (params.follow_redirects and answer.status in REDIRECT_STATUSES and location):
             break
         if redirects == params.max_redirects:
             raise ProbeFailure(
                 Reason.HTTP_REDIRECT_LOOP, f"more than {params.max_redirects} redirects"
             )
         redirects += 1
-        url = URL(answer.redirect_url)
-        if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
+        try:
+            url = url.join(URL(location))
+        except ValueError:
+            raise ProbeFailure(Reason.HTTP_PROTOCOL, "redirect to an invalid URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ProbeFailure(
+                Reason.HTTP_PROTOCOL, f"redirect to a non-HTTP target ({url.scheme}:)"
+            )
+        if url.scheme == "http" and params.http_version == "3":
+            raise ProbeFailure(Reason.HTTP_PROTOCOL, "redirect to plain http:// (no QUIC there)")
+        if (answer.status == 303 and method != "HEAD") or (
+            answer.status in (301, 302) and method == "POST"
+        ):
             method, body = "GET", None  # as browsers do
     run.facts["http_status"] = answer.status
     if not _in_ranges(answer.status, params.status_ranges):

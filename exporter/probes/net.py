@@ -77,8 +77,9 @@ async def connect(
 ) -> socket.socket:
     """A connected non-blocking socket to the first address that accepts, in order.
 
-    The egress policy is enforced here, where every probe socket is opened, whatever
-    path led to the address (aiohttp, for one, never resolves an IP-literal URL).
+    The egress policy is enforced here, where every tcp and tls probe socket is opened,
+    whatever path led to the address (the http prober's sockets are libcurl's: probes.curl
+    checks them where libcurl opens them).
     """
     for address in addresses:
         policy.require(address, "address")

@@ -130,17 +130,15 @@ class _ForwardingApp:
             await send({"type": "http.response.body", "body": b"origin hung up"})
 
 
-class _DelayedDatagrams(asyncio.DatagramProtocol):
-    """Wraps hypercorn's UDP protocol: every datagram in is held `delay()` seconds first."""
+class _DelayedDatagrams:
+    """Wraps hypercorn's UDP protocol: every datagram in is held `delay()` seconds first.
+    Not a DatagramProtocol subclass, so every other callback reaches the wrapped one."""
 
     def __init__(self, inner: asyncio.DatagramProtocol, delay: Any) -> None:
         self._inner, self._delay = inner, delay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-    def connection_made(self, transport: Any) -> None:
-        self._inner.connection_made(transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         delay = self._delay()
@@ -241,6 +239,8 @@ class EdgeServer:
         quic_ready = asyncio.Event()
 
         async def delayed_endpoint(factory: Any, **kwargs: Any) -> Any:
+            if kwargs.get("sock") is not udp:  # someone else's endpoint on this loop
+                return await original(factory, **kwargs)
             endpoint = await original(
                 lambda: _DelayedDatagrams(factory(), lambda: self.quic_delay), **kwargs
             )

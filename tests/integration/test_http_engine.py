@@ -221,22 +221,29 @@ async def test_proxy_settings_in_the_environment_are_ignored(
     assert_outcome(result, Reason.OK, Layer.NONE)
 
 
-async def test_a_redirect_to_another_origin_does_not_carry_the_token(
-    frontend: FrontendServer, probe_env: ProbeEnv, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["bearer_token_env", "headers"])
+async def test_a_redirect_to_another_origin_does_not_carry_credentials(
+    how: str, frontend: FrontendServer, probe_env: ProbeEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """facebook.com/me -> graph.facebook.com/me with a token Graph accepts: Graph answers
-    400 OAuthException, so the token stayed with the check's own origin."""
+    400 OAuthException, so the token stayed with the check's own origin, whether it came
+    from bearer_token_env or from the check's own Authorization header."""
     token = "lab-token-0b5e"
     monkeypatch.setenv("META_EXPORTER_TEST_TOKEN", token)
     frontend.state.valid_tokens.add(token)
     location = f"https://graph.facebook.com:{frontend.port}"
     frontend.state.hosts["facebook.com"] = HostSpec("redirect", location=location)
+    credentials: dict[str, object] = (
+        {"bearer_token_env": "META_EXPORTER_TEST_TOKEN"}
+        if how == "bearer_token_env"
+        else {"headers": {"Authorization": f"Bearer {token}"}}
+    )
     check = make_check(
         "http",
         url=f"https://facebook.com:{frontend.port}/me",
-        bearer_token_env="META_EXPORTER_TEST_TOKEN",
         valid_status_codes=[400],
         json_expect={"error.type": "OAuthException"},
+        **credentials,
     )
     result = await run_probe(check, probe_env)
     assert_outcome(result, Reason.OK, Layer.NONE)
@@ -280,3 +287,68 @@ async def test_without_a_ca_file_the_system_trust_store_is_used(
         assert result.layer is Layer.TLS, result.detail  # the lab CA is not trusted then
     finally:
         curl.system_trust.cache_clear()
+
+
+async def test_a_redirect_to_a_non_http_target_is_a_protocol_failure(probe_env: ProbeEnv) -> None:
+    async def app_link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: fb://profile/4\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(app_link, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        check = make_check("http", url=f"http://{WWW}:{port}/")
+        result = await run_probe(check, probe_env)
+    assert_outcome(result, Reason.HTTP_PROTOCOL, Layer.HTTP)
+    assert "fb:" in result.detail
+
+
+async def test_a_host_name_in_unicode_is_still_pinned(probe_env: ProbeEnv) -> None:
+    """libcurl matches CONNECT_TO against the name's IDNA spelling: an entry naming the host
+    as written would not match, and libcurl would ask the system's resolver. Here that
+    resolver knows no such name: success means the pin held."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        check = make_check("http", url=f"http://bücher.invalid:{port}/", resolve_to=("127.0.0.1",))
+        result = await run_probe(check, probe_env)
+    assert_outcome(result, Reason.OK, Layer.NONE)
+
+
+async def test_a_refused_address_hands_over_to_the_next_without_double_counting(
+    frontend: FrontendServer, probe_env: ProbeEnv
+) -> None:
+    """127.0.0.2 refuses (nothing listens there), 127.0.0.1 answers: the probe succeeds and
+    its phases add up to no more than its duration."""
+    check = check_at(frontend.port, resolve_to=("127.0.0.2", "127.0.0.1"))
+    result = await run_probe(check, probe_env)
+    assert_outcome(result, Reason.OK, Layer.NONE)
+    assert sum(result.phases.values()) <= result.duration, dict(result.phases)
+
+
+async def test_a_failing_status_is_judged_before_its_body(
+    frontend: FrontendServer, probe_env: ProbeEnv
+) -> None:
+    """A 503 with a body over the cap is http_status (the body is never read), as before."""
+    frontend.state.set_fault(Fault(host=WWW, status=503, body_size=300_000))
+    result = await run_probe(check_at(frontend.port, max_body_bytes=100_000), probe_env)
+    assert_outcome(result, Reason.HTTP_STATUS, Layer.HTTP)
+
+
+async def test_a_ca_bundle_gone_at_probe_time_is_our_error_not_metas(
+    frontend: FrontendServer, probe_env: ProbeEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = ProbeEnv(probe_env.resolver, LOOPBACK_POLICY, str(tmp_path / "deleted.pem"))
+    result = await run_probe(check_at(frontend.port), env)
+    assert_outcome(result, Reason.INTERNAL_ERROR, Layer.NONE)
+    assert not result.measured
+    assert frontend.state.requests[WWW] == 0

@@ -34,10 +34,11 @@ def test_plain_http_has_no_tls_phase() -> None:
         # libcurl stamps later marks on a refused connect: they must not count.
         (Marks(0.0, 0.0, 0.0006, 0.0006, 0.0006), Phase.CONNECT, 0.0, set()),
         (Marks(0.001, 0.0, 0.0, 0.0, 0.0), Phase.TLS, 0.001, {Phase.CONNECT}),
+        # Processing runs from the request sent, as when it is done.
         (
             Marks(0.001, 0.004, 0.0041, 0.0, 0.0),
             Phase.PROCESSING,
-            0.004,
+            0.0041,
             {Phase.CONNECT, Phase.TLS},
         ),
         (WHOLE, Phase.TRANSFER, 0.009, {Phase.CONNECT, Phase.TLS, Phase.PROCESSING}),
