@@ -32,7 +32,7 @@ from typing import Any
 
 from exporter.sim.certs import LabCA
 from exporter.sim.dnsserver import DnsServer, Zone
-from exporter.sim.edge import EdgeServer
+from exporter.sim.edge import EdgeServer, answered_lifespan
 
 BENCH_HOST = "www.bench.lab"
 BENCH_ZONE = "bench.lab"
@@ -138,12 +138,7 @@ class BenchApp:
         self.stats = stats
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
+        if await answered_lifespan(scope, receive, send) or scope["type"] != "http":
             return
         self.stats.requests += 1
         self.stats.connections += 1  # one request per connection from both clients

@@ -1,5 +1,6 @@
-"""An HTTP body read under a size cap, for probes and feeds alike: a broken or hostile server
-cannot make us hold more than `cap` bytes, whatever its Content-Length says."""
+"""An aiohttp body read under a size cap, for the feeds (the http prober caps its own, in
+probes.curl): a broken or hostile server cannot make us hold more than `cap` bytes, whatever
+its Content-Length says."""
 
 from __future__ import annotations
 

@@ -78,6 +78,17 @@ def _request_headers(scope: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]
     return host, [("Host", host), *headers]
 
 
+async def answered_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """ASGI's lifespan protocol, acknowledged (nothing to start or stop): True when `scope`
+    was a lifespan one and is done with, False for any other scope."""
+    if scope["type"] != "lifespan":
+        return False
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+    return True
+
+
 class _ForwardingApp:
     """The ASGI app: one upstream HTTP/1.1 request per request, its answer streamed back."""
 
@@ -85,12 +96,7 @@ class _ForwardingApp:
         self._session = session
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
+        if await answered_lifespan(scope, receive, send) or scope["type"] != "http":
             return
         body = bytearray()
         while True:

@@ -25,6 +25,8 @@ import pytest
 from tests.lab import netns
 
 HERE = Path(__file__).resolve().parent
+# The egress policy of every `check` here: loopback, v4 and v6, nothing else.
+LOOPBACK_ONLY = ("--egress.allow-network", "127.0.0.0/8", "--egress.allow-network", "::1/128")
 
 
 def is_loopback(destination: str) -> bool:
@@ -55,10 +57,7 @@ def test_check_with_loopback_policy_and_real_catalogue_sends_nothing(tmp_path: P
         tmp_path,
         "check",
         "--json",
-        "--egress.allow-network",
-        "127.0.0.0/8",
-        "--egress.allow-network",
-        "::1/128",
+        *LOOPBACK_ONLY,
     )
     assert completed.returncode == 2, completed.stderr
     assert audit["connects"] == [], "sockets were opened"
@@ -156,10 +155,7 @@ def test_check_sends_no_packet_the_kernel_can_count(counted_namespace: str) -> N
         "exporter",
         "check",
         "--json",
-        "--egress.allow-network",
-        "127.0.0.0/8",
-        "--egress.allow-network",
-        "::1/128",
+        *LOOPBACK_ONLY,
         check=False,
     )
     assert completed.returncode == 2, completed.stderr

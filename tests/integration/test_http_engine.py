@@ -20,6 +20,7 @@ from exporter.sim.certs import LabCA, SniCertificates
 from exporter.sim.edge import EdgeServer
 from exporter.sim.frontend import Fault, FrontendServer, FrontendState, HostSpec
 from tests.conftest import LOOPBACK_POLICY, assert_outcome, closed_port, make_check
+from tests.integration.test_tcp_tls_probe import Handler, serving
 
 WWW = "www.facebook.com"
 EDGE_NAMES = ["*.facebook.com", "facebook.com", "www.instagram.com"]
@@ -289,16 +290,21 @@ async def test_without_a_ca_file_the_system_trust_store_is_used(
         curl.system_trust.cache_clear()
 
 
-async def test_a_redirect_to_a_non_http_target_is_a_protocol_failure(probe_env: ProbeEnv) -> None:
-    async def app_link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _answering(answer: bytes) -> Handler:
+    """A plain-HTTP server's handler: reads the request, sends `answer` whole, hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 302 Found\r\nLocation: fb://profile/4\r\nContent-Length: 0\r\n\r\n")
+        writer.write(answer)
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(app_link, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
+    return handler
+
+
+async def test_a_redirect_to_a_non_http_target_is_a_protocol_failure(probe_env: ProbeEnv) -> None:
+    app_link = b"HTTP/1.1 302 Found\r\nLocation: fb://profile/4\r\nContent-Length: 0\r\n\r\n"
+    async with serving(_answering(app_link)) as port:
         check = make_check("http", url=f"http://{WWW}:{port}/")
         result = await run_probe(check, probe_env)
     assert_outcome(result, Reason.HTTP_PROTOCOL, Layer.HTTP)
@@ -309,16 +315,8 @@ async def test_a_host_name_in_unicode_is_still_pinned(probe_env: ProbeEnv) -> No
     """libcurl matches CONNECT_TO against the name's IDNA spelling: an entry naming the host
     as written would not match, and libcurl would ask the system's resolver. Here that
     resolver knows no such name: success means the pin held."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with serving(_answering(ok)) as port:
         check = make_check("http", url=f"http://bücher.invalid:{port}/", resolve_to=("127.0.0.1",))
         result = await run_probe(check, probe_env)
     assert_outcome(result, Reason.OK, Layer.NONE)
