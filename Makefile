@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # each, so they run apart from the rest, in parallel, one lab per pytest-xdist worker and one
 # worker per scenario (5).
 TRANSITIONS := tests/lab/test_transitions.py
-TRANSITIONS_PYTEST := $(BIN)/pytest -n 5 --dist load
+TRANSITIONS_PYTEST := $(BIN)/pytest -n 6 --dist load
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -88,8 +88,19 @@ def is_it_us() -> Row:
                 " when all fail, it is us.",
                 "none",
                 [target(sel("meta_probe_success", 'service="control"'), "{{check}}", instant=True)],
-                width=6,
+                width=4,
                 mappings=OK_FAIL,
+            ),
+            stat(
+                "QUIC from here",
+                "From meta_vantage_quic_ok. BLOCKED: every HTTP/3 control check fails while the"
+                " vantage is up: this network drops UDP 443, so Meta's HTTP/3 checks are not"
+                " judged from here (alert MetaVantageQuicBlocked). HTTP/1.1 and HTTP/2 are.",
+                "none",
+                [target(sel("meta_vantage_quic_ok"), "{{instance}}", instant=True)],
+                width=2,
+                text_mode="value",
+                mappings=value_mappings((1, "open", "green"), (0, "BLOCKED", "orange")),
             ),
             stat(
                 "Exporter scraped",

@@ -1,10 +1,11 @@
 """`meta-outage-exporter demo`: the real exporter against a simulated Meta on loopback.
 
-No root, no internet: a DNS server, an HTTPS front end (lab CA), a status page and a RIS Live
-stream on 127.0.0.1 stand in for Meta and the outside feeds. The built-in catalogue is
-re-pointed at them (the egress policy allows loopback only), and a script replays real
-outages one after another, so a newcomer — or someone judging the dashboards — sees every
-status and layer within a minute.
+No root, no internet: a DNS server, an HTTPS front end (lab CA) with HTTP/3 on the same
+port, a status page and a RIS Live stream on 127.0.0.1 stand in for Meta and the outside
+feeds; the HTTP/3 control checks reach an edge of their own, so Meta's QUIC can fail alone.
+The built-in catalogue is re-pointed at them (the egress policy allows loopback only), and a
+script replays real outages one after another, so a newcomer — or someone judging the
+dashboards — sees every status and layer within a minute.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yarl import URL
 from . import config
 from .sim.certs import CertSpec, LabCA, SniCertificates
 from .sim.dnsserver import DnsServer, Zone
+from .sim.edge import EdgeServer
 from .sim.feeds import FeedServer, peers
 from .sim.frontend import Fault, FrontendServer, FrontendState, HostSpec
 from .spec import Config
@@ -61,7 +63,7 @@ def demo_zones(hostnames: set[str]) -> list[Zone]:
 
 
 def demo_overlay(
-    catalogue: Config, dns_port: int, https_port: int, ca_file: Path
+    catalogue: Config, dns_port: int, https_port: int, ca_file: Path, control_h3_port: int
 ) -> dict[str, Any]:
     """The catalogue re-pointed at the loopback fakes, with demo-speed timing."""
     services: dict[str, Any] = {}
@@ -82,6 +84,11 @@ def demo_overlay(
         "url": f"https://www.example.com:{https_port}/",
         "valid_status_codes": ["<500"],
     }
+    control["checks"]["google_h3"] = {
+        "url": f"https://www.example.com:{control_h3_port}/",
+        "valid_status_codes": ["<500"],
+    }
+    control["checks"]["cloudflare_h3"] = {"url": f"https://{LOOPBACK}:{control_h3_port}/"}
     return {
         "global": {
             "interval": "2s",
@@ -123,8 +130,12 @@ class FakeMeta:
     meta_hosts: list[str]
     feeds: FeedServer
     dns_prefixes: tuple[str, ...]
+    # HTTP/3: Meta's on the front end's own port, the control targets' on another.
+    meta_quic: EdgeServer
+    control_quic: EdgeServer
 
     async def heal(self) -> None:
+        self.meta_quic.quic_silent = self.control_quic.quic_silent = False
         self.dns.clear_faults()
         self.frontend.state.clear_faults()
         for host in self.meta_hosts:
@@ -173,6 +184,15 @@ def _threads_cert_expired(meta: FakeMeta) -> None:
     meta.certificates.set("www.threads.com", CertSpec.expired())
 
 
+def _meta_quic_down(meta: FakeMeta) -> None:
+    meta.meta_quic.quic_silent = True
+
+
+def _quic_blocked_here(meta: FakeMeta) -> None:
+    """UDP 443 dropped on this side: every QUIC handshake, Meta's and the controls', is lost."""
+    meta.meta_quic.quic_silent = meta.control_quic.quic_silent = True
+
+
 def _uplink_down(meta: FakeMeta) -> None:
     """Every control target fails as well: the demo's vantage is 'offline'."""
     meta.dns.set_fault("example.com", "servfail")
@@ -196,6 +216,16 @@ SCRIPT: tuple[tuple[str, Step], ...] = (
     ("WhatsApp alone: its zones answer SERVFAIL (WhatsApp down at dns)", _whatsapp_alone),
     ("Instagram slow: 600 ms per answer (degraded, not down)", _instagram_slow),
     ("Threads' certificate expired (Threads down at tls)", _threads_cert_expired),
+    (
+        "Meta's QUIC edge is silent, TCP fine (the products probed over HTTP/3 degraded at"
+        " quic: their apps fall back to TCP)",
+        _meta_quic_down,
+    ),
+    (
+        "your network drops UDP 443: every HTTP/3 check fails, the controls' too (nothing"
+        " blamed on Meta; the headline says this network blocks QUIC)",
+        _quic_blocked_here,
+    ),
     (
         "your uplink is down: the control checks fail too (everything unknown, it is us)",
         _uplink_down,
@@ -225,19 +255,32 @@ async def start_fake_meta(workdir: Path) -> tuple[FakeMeta, Path]:
         await dns.close()
         raise
     zones = sorted({apex_of(h) for h in meta_hosts} - {apex_of(h) for h in CONTROL_HOSTS})
+    edge_names = [*sorted(hostnames), LOOPBACK]
+    meta_quic = EdgeServer(
+        ca, edge_names, LOOPBACK, frontend.port, LOOPBACK, frontend.port, tcp=False
+    )
+    control_quic = EdgeServer(ca, edge_names, LOOPBACK, frontend.port, LOOPBACK, tcp=False)
+    started: list[Any] = [frontend, dns]
     try:
+        for server in (meta_quic, control_quic):
+            await server.start()
+            started.insert(0, server)
         feeds = await FeedServer().start(LOOPBACK)
     except BaseException:
-        await frontend.close()
-        await dns.close()
+        for server in started:
+            await server.close()
         raise
     prefixes = tuple(dict.fromkeys(p for s in catalogue.meta_services for p in s.dns_prefixes))
-    meta = FakeMeta(dns, frontend, certificates, zones, meta_hosts, feeds, prefixes)
+    meta = FakeMeta(
+        dns, frontend, certificates, zones, meta_hosts, feeds, prefixes, meta_quic, control_quic
+    )
     return meta, ca_file
 
 
 def demo_config(meta: FakeMeta, ca_file: Path) -> Config:
-    overlay = demo_overlay(config.load(None), meta.dns.port, meta.frontend.port, ca_file)
+    overlay = demo_overlay(
+        config.load(None), meta.dns.port, meta.frontend.port, ca_file, meta.control_quic.port
+    )
     overlay["feeds"] = demo_feeds(meta.feeds)
     return config.parse(yaml.safe_dump(overlay), "<demo>")
 
@@ -272,5 +315,7 @@ async def run(
             return await serve(demo, lambda: demo, replay(meta, step_seconds))
         finally:
             await meta.feeds.close()
+            await meta.control_quic.close()
+            await meta.meta_quic.close()
             await meta.frontend.close()
             await meta.dns.close()

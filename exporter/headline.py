@@ -5,6 +5,8 @@ and `check` all show it.
 Wording rules:
 - Our own network first: when the control checks fail, nothing is known about Meta, and
   the sentence says the problem is on this side without claiming Meta is fine.
+- A network that blocks QUIC is said last, as a fact that leaves the level alone: Meta's
+  HTTP/3 checks are not judged, everything else is.
 - Down before degraded before not judged; services sharing a status and layer are grouped
   ("Every Meta service is down at DNS since 15:40 UTC").
 - Times are UTC; the date is added when it is not today's (UTC).
@@ -30,6 +32,7 @@ RESOLVER_DOWN = (
     "The problem is on your side: this network's DNS resolver is failing, "
     "so DNS failures are not blamed on Meta"
 )
+QUIC_BLOCKED = "this network blocks QUIC (HTTP/3), so Meta's HTTP/3 checks are not judged from here"
 STARTING = "Checking: the first probes have not finished yet"
 ALL_UP = "All Meta services are up"
 NONE_CONFIGURED = "No Meta services are configured"
@@ -150,5 +153,7 @@ def headline(
         if level == "ok":
             level = "unknown"
     if not parts:
-        return Headline("ok", ALL_UP)
+        parts.append(ALL_UP)
+    if not vantage.quic_ok:  # a fact about this network, not an alarm: the level stays
+        parts.append(QUIC_BLOCKED)
     return Headline(level, "; ".join(parts))

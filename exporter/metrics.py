@@ -71,6 +71,13 @@ METRICS: tuple[MetricDoc, ...] = (
         "0 means the problem is this vantage, not Meta.",
     ),
     MetricDoc(
+        "meta_vantage_quic_ok",
+        "gauge",
+        (),
+        "0 when every HTTP/3 control check fails: this network blocks QUIC, so Meta's "
+        "QUIC failures are not judged; 1 otherwise (also with no HTTP/3 control checks).",
+    ),
+    MetricDoc(
         "meta_probe_success",
         "gauge",
         ("service", "check"),
@@ -417,7 +424,9 @@ class ExporterCollector(Collector):
                 layer.add_metric([service.name, value.value], 1.0 if state.layer is value else 0.0)
         vantage = _gauge("meta_vantage_up")
         vantage.add_metric([], 1.0 if snap.vantage.up else 0.0)
-        yield from (status, since, layer, vantage)
+        quic = _gauge("meta_vantage_quic_ok")
+        quic.add_metric([], 1.0 if snap.vantage.quic_ok else 0.0)
+        yield from (status, since, layer, vantage, quic)
 
     def _exporter_families(self, snap: Snapshot) -> Iterator[Metric]:
         info = InfoMetricFamily("meta_exporter_build", _DOCS["meta_exporter_build_info"].help)

@@ -30,6 +30,7 @@ from .verdict import (
     judge,
     next_state,
     service_verdict,
+    unjudgeable,
     vantage_health,
 )
 
@@ -131,7 +132,10 @@ class Runtime:
             return 1 if self.vantage.known and not self.vantage.up else record.suspect_streak
         vantage = self.vantage
         fresh = result.started_at >= vantage.fresh_from
-        record = self.store.record(check.key, result, confirm, streak=fresh)
+        # A failure this vantage cannot judge (its resolver or QUIC is what fails) neither
+        # builds nor breaks a streak, and is not re-checked fast: it measured nothing.
+        judgeable = fresh and not unjudgeable(result, vantage)
+        record = self.store.record(check.key, result, confirm, streak=judgeable)
         if record is None:
             return 0
         if not result.success:
@@ -149,16 +153,16 @@ class Runtime:
                 self._count_judged(record, result)
             else:
                 self._unjudged.append((check.key, result, vantage))
-                if not result.success and record.consecutive_failures in (1, confirm):
+                if judgeable and not result.success and record.consecutive_failures in (1, confirm):
                     # Is it Meta or us? Re-run the control checks now, so they vouch for
                     # the vantage after the failure that began the streak and after the
                     # one that confirmed it.
                     self._wake([c.key for c in control.checks], check.recheck_interval / 2)
-            if fresh and not result.success and record.consecutive_failures == 1:
+            if judgeable and not result.success and record.consecutive_failures == 1:
                 self._wake_critical_siblings(check)
         self._refresh(self.config.service(check.service))
         # No fast re-check while the vantage cannot judge: the result would not count.
-        return record.suspect_streak if fresh and vantage.judging else 0
+        return record.suspect_streak if judgeable and vantage.judging else 0
 
     def _wake_critical_siblings(self, check: CheckSpec) -> None:
         """A critical check starts failing: probe its service's other critical checks now
@@ -250,7 +254,12 @@ class Runtime:
         if vantage.known and not vantage.up:
             self._was_down = True
         if vantage.judging and (
-            not previous.judging or (vantage.dns_ok and not previous.dns_ok) or self._was_down
+            not previous.judging
+            # Our resolver or QUIC failing or coming back: judge afresh, so that no streak
+            # mixes failures this vantage could judge with failures it could not.
+            or vantage.dns_ok != previous.dns_ok
+            or vantage.quic_ok != previous.quic_ok
+            or self._was_down
         ):
             settled_since = self.clock()
             if self._was_down:

@@ -49,6 +49,11 @@ class CheckSpec:
     def key(self) -> tuple[str, str]:
         return (self.service, self.name)
 
+    @property
+    def over_quic(self) -> bool:
+        """An HTTP/3 check: it needs UDP 443, which many networks drop (the QUIC control)."""
+        return self.kind == "http" and getattr(self.params, "http_version", None) == "3"
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:

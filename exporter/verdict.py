@@ -10,8 +10,11 @@ the vantage after it; "up" needs a success.** In detail:
   UNKNOWN. While a control check has an unconfirmed failure the vantage is *unsettled* and
   the Meta verdicts hold still. When the control DNS checks all fail our resolver is broken:
   DNS failures are not held against Meta.
+- The HTTP/3 control checks are a dimension of their own: they are not in the majority
+  (a network that drops UDP 443 is still up), but they settle and vouch like the others.
+  When they all fail this network blocks QUIC, and QUIC failures are not held against Meta.
 - The runtime stamps two moments on the vantage: `settled_since`, when it last became up
-  and settled (or its resolver came back), and `recovered_at`, when it last came back from
+  and settled (or its resolver or QUIC came back), and `recovered_at`, when it last came back from
   down. A Meta failure probed before `settled_since`, and any result probed before
   `recovered_at`, is *stale*: it is re-probed at once, and its service holds until then.
 - A check is *failing* when its last result is a fresh, measured failure, confirmed
@@ -25,7 +28,7 @@ the vantage after it; "up" needs a success.** In detail:
   DOWN at layer bgp at once, before resolvers' caches expire and DNS starts failing; it
   stays at bgp, the root cause, while DNS and the layers above fail after it.
 - Otherwise the failing layer is the lowest layer among the failing checks
-  (bgp < dns < tcp < tls < http < content).
+  (bgp < dns < tcp < tls < quic < http < content).
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class VantageHealth:
     settled: bool = True
     # False when the vantage's own resolver fails: DNS failures say nothing about Meta.
     dns_ok: bool = True
+    # False when every HTTP/3 control check fails: this network blocks QUIC, so QUIC
+    # failures say nothing about Meta.
+    quic_ok: bool = True
     # When every control check last ran: a Meta failure confirmed later is not yet known
     # to be Meta's (+inf without control checks: nothing to wait for).
     verified_at: float = math.inf
@@ -102,6 +108,17 @@ class VantageHealth:
         return max(self.settled_since, self.recovered_at)
 
 
+def unjudgeable(result: ProbeResult, vantage: VantageHealth) -> bool:
+    """Pure: a failure at a layer this vantage cannot see through now (DNS while our resolver
+    fails, QUIC while this network blocks it). It says nothing about Meta: it is never
+    failing, never counted, and builds no failure streak (a streak of QUIC failures seen
+    while QUIC-blind must not confirm a DNS failure that follows it)."""
+    return not result.success and (
+        (result.layer is Layer.DNS and not vantage.dns_ok)
+        or (result.layer is Layer.QUIC and not vantage.quic_ok)
+    )
+
+
 def counts(result: ProbeResult, measured_under: VantageHealth, vouched_by: VantageHealth) -> bool:
     """Pure: does this Meta result count toward the SLI (meta_probes_judged_total)?
 
@@ -120,11 +137,8 @@ def counts(result: ProbeResult, measured_under: VantageHealth, vouched_by: Vanta
         and result.measured
         and measured_under.fresh_from <= result.started_at <= vouched_by.verified_at
         and result.started_at >= vouched_by.recovered_at
-        and (
-            result.success
-            or result.layer is not Layer.DNS
-            or (measured_under.dns_ok and vouched_by.dns_ok)
-        )
+        and not unjudgeable(result, measured_under)
+        and not unjudgeable(result, vouched_by)
     )
 
 
@@ -167,6 +181,12 @@ def _unconfirmed_failure(state: CheckState, confirm: int) -> bool:
     )
 
 
+QUIC_BLOCKED = (
+    "this network blocks QUIC (every HTTP/3 control check fails): "
+    "QUIC failures are not blamed on Meta"
+)
+
+
 def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int) -> VantageHealth:
     checks = list(control)
     if not checks:
@@ -175,8 +195,12 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
         return VantageHealth(
             True, "control checks have not run yet", verified_at=-math.inf, known=False
         )
+    # Every control check vouches and settles; the HTTP/3 ones only answer "is QUIC open".
     verified_at = min(s.last.started_at for _, s in checks if s.last is not None)
     settled = not any(_unconfirmed_failure(state, confirm) for _, state in checks)
+    quic = [state for spec, state in checks if spec.over_quic]
+    quic_ok = not quic or not all(_control_failed(s, confirm) for s in quic)
+    checks = [(spec, state) for spec, state in checks if not spec.over_quic]
     resolver_checks = [state for spec, state in checks if spec.kind == "dns"]
     dns_ok = not resolver_checks or not all(_control_failed(s, confirm) for s in resolver_checks)
     down = [spec for spec, state in checks if _control_failed(state, confirm)]
@@ -199,15 +223,21 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
             "so Meta cannot be judged from here",
             settled,
             dns_ok,
+            quic_ok,
             verified_at,
         )
+    notes = []
     if not dns_ok:
-        detail = "this vantage's resolver fails: DNS failures are not blamed on Meta"
+        notes.append("this vantage's resolver fails: DNS failures are not blamed on Meta")
+    if not quic_ok:
+        notes.append(QUIC_BLOCKED)
+    if notes:
+        detail = "; ".join(notes)
     elif down:
         detail = f"{passing} of {len(checks)} control checks pass"
     else:
         detail = "control checks pass"
-    return VantageHealth(True, detail, settled, dns_ok, verified_at)
+    return VantageHealth(True, detail, settled, dns_ok, quic_ok, verified_at)
 
 
 def judge(state: CheckState, vantage: VantageHealth, confirm: int) -> Judgement:
@@ -222,7 +252,7 @@ def judge(state: CheckState, vantage: VantageHealth, confirm: int) -> Judgement:
     if last.success:
         fresh = last.started_at >= vantage.settled_since
         return Judgement.SLOW if fresh and state.consecutive_slow >= confirm else Judgement.PASSING
-    if last.layer is Layer.DNS and not vantage.dns_ok:
+    if unjudgeable(last, vantage):
         return Judgement.SILENT
     if last.started_at < vantage.settled_since or (
         state.failing_since is not None and state.failing_since < vantage.settled_since
@@ -268,7 +298,8 @@ def service_verdict(
     ]
     measured = [(spec, s, j) for spec, s, j in judged if j is not Judgement.SILENT]
     if not measured:
-        if not vantage.dns_ok and any(s.last is not None for _, s, _ in judged):
+        blind = not (vantage.dns_ok and vantage.quic_ok)
+        if blind and any(s.last is not None for _, s, _ in judged):
             return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
         return Verdict(Status.UNKNOWN, Layer.NONE, "every check was blocked or could not run")
     if any(j is Judgement.STALE for _, _, j in measured):

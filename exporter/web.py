@@ -117,6 +117,10 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             "up": snap.vantage.up,
             "settled": snap.vantage.settled,
             "detail": snap.vantage.detail,
+            # False: our resolver fails, or this network blocks QUIC; failures at that layer
+            # are not judged (the detail says which).
+            "dns_ok": snap.vantage.dns_ok,
+            "quic_ok": snap.vantage.quic_ok,
             # When it last came back from down: Meta results probed before never count.
             "recovered_at": iso(snap.vantage.recovered_at)
             if math.isfinite(snap.vantage.recovered_at)

@@ -7,13 +7,15 @@ and its request counts count them all. Two things are the edge's own:
 - an origin that hangs up before answering becomes a 502 (no h2/h3 client ever sees the
   hang-up itself);
 - `quic_delay` holds every QUIC datagram the edge receives, to play a slow QUIC path and
-  handshake (there is no netem on these machines).
+  handshake (there is no netem on these machines); `quic_silent` drops them all, to play a
+  QUIC edge that is down while TCP answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import tempfile
 from collections.abc import Iterable
@@ -26,6 +28,10 @@ from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
 from .certs import LabCA
+
+# aioquic logs every QUIC connection's events at INFO on "quic" (thousands of lines a minute
+# under probing), which would drown the simulator's and the demo's own log.
+logging.getLogger("quic").setLevel(logging.WARNING)
 
 # Headers that belong to one hop, never forwarded (RFC 9110 section 7.6.1).
 _HOP_BY_HOP = frozenset(
@@ -137,8 +143,9 @@ class _ForwardingApp:
 
 
 class _DelayedDatagrams:
-    """Wraps hypercorn's UDP protocol: every datagram in is held `delay()` seconds first.
-    Not a DatagramProtocol subclass, so every other callback reaches the wrapped one."""
+    """Wraps hypercorn's UDP protocol: every datagram in is held `delay()` seconds first
+    (None: dropped). Not a DatagramProtocol subclass, so every other callback reaches the
+    wrapped one."""
 
     def __init__(self, inner: asyncio.DatagramProtocol, delay: Any) -> None:
         self._inner, self._delay = inner, delay
@@ -148,6 +155,8 @@ class _DelayedDatagrams:
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         delay = self._delay()
+        if delay is None:
+            return
         if delay <= 0:
             self._inner.datagram_received(data, addr)
         else:
@@ -177,6 +186,17 @@ def _bound_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise OSError(f"no port free for both TCP and UDP on {host}")
 
 
+def _bound_udp(host: str, port: int) -> socket.socket:
+    udp = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.bind((host, port))
+    except OSError:
+        udp.close()
+        raise
+    udp.setblocking(False)
+    return udp
+
+
 class EdgeServer:
     """h2 and h3 on host:port, forwarding to the front end at origin_host:origin_port.
 
@@ -194,8 +214,12 @@ class EdgeServer:
         port: int = 0,
         *,
         app: Any = None,
+        tcp: bool = True,
     ) -> None:
         self._ca, self._hostnames = ca, list(hostnames)
+        # False: HTTP/3 only, on UDP host:port, beside a front end that holds TCP host:port
+        # itself (the lab's: one address serves TCP and QUIC, as Meta's edge does).
+        self._tcp = tcp
         # An ASGI app to serve instead of forwarding to the front end (bench/servers.py).
         self._app = app
         self._origin = (origin_host, origin_port)
@@ -204,6 +228,8 @@ class EdgeServer:
         # Seconds each incoming QUIC datagram is held: a slow QUIC path, whose handshake
         # round trips each wait that long.
         self.quic_delay = 0.0
+        # True: every QUIC datagram in is dropped (silence: QUIC probes time out).
+        self.quic_silent = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -225,11 +251,19 @@ class EdgeServer:
         config.errorlog = None  # its lines go to the 'hypercorn.error' logger only
         return config
 
+    def _datagram_delay(self) -> float | None:
+        return None if self.quic_silent else self.quic_delay
+
     async def start(self) -> int:
         if self._task is not None:
             raise RuntimeError("edge already started")
-        tcp, udp = _bound_pair(self.host, self._requested_port)
-        self.port = tcp.getsockname()[1]
+        if self._tcp:
+            tcp, udp = _bound_pair(self.host, self._requested_port)
+            streams = [tcp]
+        else:
+            udp = _bound_udp(self.host, self._requested_port)
+            streams = []
+        self.port = udp.getsockname()[1]
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 resolver=_Origin(*self._origin), ssl=False, use_dns_cache=False
@@ -248,7 +282,7 @@ class EdgeServer:
             if kwargs.get("sock") is not udp:  # someone else's endpoint on this loop
                 return await original(factory, **kwargs)
             endpoint = await original(
-                lambda: _DelayedDatagrams(factory(), lambda: self.quic_delay), **kwargs
+                lambda: _DelayedDatagrams(factory(), self._datagram_delay), **kwargs
             )
             self._udp_transport = endpoint[0]  # hypercorn leaves it open at shutdown
             quic_ready.set()  # hypercorn opens it last, after the TCP listener
@@ -259,7 +293,10 @@ class EdgeServer:
         try:
             self._task = asyncio.create_task(
                 worker_serve(
-                    app, config, sockets=Sockets([tcp], [], [udp]), shutdown_trigger=self._stop.wait
+                    app,
+                    config,
+                    sockets=Sockets(streams, [], [udp]),
+                    shutdown_trigger=self._stop.wait,
                 )
             )
             ready = asyncio.create_task(quic_ready.wait())

@@ -9,7 +9,8 @@ The lab starts one node per network namespace (`ip netns exec NS python -m expor
               "a.ns.facebook.com."]]}}}],          # authoritative, UDP+TCP
      "recursors": [{"listen": ["10.1.1.53:53"], "stubs": {"facebook.com": ["10.129.30.12:53"]},
                     "upstream_timeout": 0.5}],
-     "https": [{"listen": ["10.157.240.35:443"], "hostnames": ["*.facebook.com"]}],
+     "https": [{"listen": ["10.157.240.35:443"], "hostnames": ["*.facebook.com"],
+                "http3": true}],                   # + HTTP/3 on UDP, same address and port
      "tcp": [{"listen": ["10.31.13.50:5222"], "name": "whatsapp-chat",
               "max_connections": 256, "hold_seconds": 30}]}
 
@@ -27,8 +28,14 @@ Control API (JSON in and out; a bad request is 400 `{"error": "FIELD: problem", 
     DELETE /http/faults     ?host=&path= clears one fault; no query clears all
     PUT    /certs           {"hostname": ..., "condition": "valid" | ... | "expiring", "days": 3}
     PUT    /tcp/mode        {"name": ..., "mode": "accept" | "refuse" | "hang"}
+    PUT    /quic            {"delay": seconds}: every QUIC datagram in is held that long
     POST   /recursor/flush  empty every recursor cache
-    POST   /reset           clear every fault, certificates valid, tcp accept, counters zero
+    POST   /reset           clear every fault, certificates valid, tcp accept, no QUIC
+                            delay, counters zero
+
+HTTP/3 (edge.py) forwards to the front end on the same address, so HTTP faults show on every
+protocol; its certificate is issued once at start and stays valid whatever /certs says
+(certificate failures over QUIC are covered by the engine tests, not the lab).
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ MAX_SOCKET_PATH = 107
 MAX_TCP_HOLD = 300.0
 MAX_UPSTREAM_TIMEOUT = 30.0
 MAX_EXPIRING_DAYS = 3650
+MAX_QUIC_DELAY = 30.0
 CA_LOCK_NAME = ".lock"
 HANG_FILL_TIMEOUT = 2.0
 PROBE_TIMEOUT = 1.0
@@ -266,18 +274,23 @@ def _hostname(value: object, where: str) -> str:
 
 @dataclass(frozen=True)
 class HttpsSpec:
-    """Front ends (frontend.py) with one SNI-selected certificate per hostname."""
+    """Front ends (frontend.py) with one SNI-selected certificate per hostname; with
+    `http3`, an HTTP/3 edge (edge.py) on UDP at each same address and port."""
 
     listen: tuple[ListenAddr, ...]
     hostnames: tuple[str, ...]
+    http3: bool = False
 
     @classmethod
     def parse(cls, value: object, where: str) -> HttpsSpec:
-        entry = _object(value, where, {"listen", "hostnames"}, set())
+        entry = _object(value, where, {"listen", "hostnames"}, {"http3"})
         names = _items(
             _list(entry["hostnames"], f"{where}.hostnames"), f"{where}.hostnames", _hostname
         )
-        return cls(_listen(entry, where), names)
+        http3 = entry.get("http3", False)
+        if not isinstance(http3, bool):
+            raise _fail(f"{where}.http3", f"must be true or false, got {http3!r}")
+        return cls(_listen(entry, where), names, http3)
 
 
 @dataclass(frozen=True)
@@ -530,6 +543,7 @@ class _HttpsGroup:
     certs: SniCertificates
     servers: list[FrontendServer] = field(default_factory=list)
     conditions: dict[str, str] = field(default_factory=dict)
+    edges: list[Any] = field(default_factory=list)  # edge.EdgeServer, imported when needed
 
     def covers(self, hostname: str) -> bool:
         if hostname in self.spec.hostnames:
@@ -551,11 +565,12 @@ class _RecursorGroup:
     servers: list[Any] = field(default_factory=list)
 
 
-def _load_recursor_module() -> Any:
+def _load_module(name: str, what: str) -> Any:
+    """Lazily: only nodes that run a recursor (or an HTTP/3 edge) need its libraries."""
     try:
-        return importlib.import_module("exporter.sim.recursor")
+        return importlib.import_module(f"exporter.sim.{name}")
     except ImportError as exc:
-        raise NodeError(f"recursors: exporter.sim.recursor is not available: {exc}") from exc
+        raise NodeError(f"{what}: exporter.sim.{name} is not available: {exc}") from exc
 
 
 def _recursor_stats(group: _RecursorGroup) -> dict[str, int]:
@@ -660,7 +675,7 @@ class SimNode:
     async def _start_recursors(self) -> None:
         if not self.spec.recursors:
             return
-        module = _load_recursor_module()  # lazily: only nodes that run a recursor need it
+        module = _load_module("recursor", "recursors")
         for i, spec in enumerate(self.spec.recursors):
             recursor = module.Recursor(spec.stubs, upstream_timeout=spec.upstream_timeout)
             group = _RecursorGroup(spec, recursor)
@@ -680,10 +695,19 @@ class SimNode:
             )
             group = _HttpsGroup(spec, certs, conditions=dict.fromkeys(spec.hostnames, "valid"))
             self._https.append(group)
+            edge = _load_module("edge", f"https[{i}].http3") if spec.http3 else None
             for addr in spec.listen:
                 server = FrontendServer(self.http_state, certs.ssl_context, addr.host, addr.port)
                 await self._listen(f"https[{i}]", addr, server)
                 group.servers.append(server)
+                if edge is not None:  # UDP on the front end's own address and port
+                    quic = edge.EdgeServer(
+                        self.ca, default, addr.host, server.port, addr.host, server.port, tcp=False
+                    )
+                    await self._listen(
+                        f"https[{i}] http3", ListenAddr(addr.host, server.port), quic
+                    )
+                    group.edges.append(quic)
 
     async def _start_tcp(self) -> None:
         for spec in self.spec.tcp:
@@ -731,6 +755,13 @@ class SimNode:
     async def set_tcp_mode(self, name: str, mode: TcpMode) -> None:
         await self._tcp[name].set_mode(mode)
 
+    def set_quic_delay(self, seconds: float) -> int:
+        """Hold every QUIC datagram in for `seconds` (a slow QUIC path); returns the edges."""
+        edges = [edge for group in self._https for edge in group.edges]
+        for edge in edges:
+            edge.quic_delay = seconds
+        return len(edges)
+
     def flush_recursors(self) -> int:
         for group in self._recursors:
             group.recursor.flush()
@@ -746,6 +777,7 @@ class SimNode:
         self.http_state.reset_counts()
         for https in self._https:
             self._reset_certs(https)
+        self.set_quic_delay(0.0)
         for sink in self._tcp.values():
             await sink.set_mode("accept")
             sink.reset_counts()
@@ -817,6 +849,7 @@ class SimNode:
             "listen": [{"host": s.host, "port": s.port} for s in group.servers],
             "hostnames": list(group.spec.hostnames),
             "certs": certs,
+            "http3": [{"host": e.host, "port": e.port, "delay": e.quic_delay} for e in group.edges],
         }
 
     @staticmethod
@@ -960,6 +993,18 @@ async def put_tcp_mode(request: web.Request) -> web.Response:
     return _ok({"name": name, "mode": mode})
 
 
+async def put_quic(request: web.Request) -> web.Response:
+    doc = await read_body(request, {"delay"}, set())
+    try:
+        delay = _number(doc["delay"], "delay", 0, MAX_QUIC_DELAY)
+    except SpecError as exc:
+        raise ControlError("delay", str(exc).split(": ", 1)[1]) from exc
+    edges = request.app[NODE_KEY].set_quic_delay(delay)
+    if not edges:
+        raise ControlError("delay", "this node serves no HTTP/3 (no https entry has http3)")
+    return _ok({"delay": delay, "edges": edges})
+
+
 async def post_recursor_flush(request: web.Request) -> web.Response:
     return _ok({"flushed": request.app[NODE_KEY].flush_recursors()})
 
@@ -994,6 +1039,7 @@ def build_control_app(node: SimNode) -> web.Application:
     app.router.add_delete("/http/faults", delete_http_faults)
     app.router.add_put("/certs", put_cert)
     app.router.add_put("/tcp/mode", put_tcp_mode)
+    app.router.add_put("/quic", put_quic)
     app.router.add_post("/recursor/flush", post_recursor_flush)
     app.router.add_post("/reset", post_reset)
     return app

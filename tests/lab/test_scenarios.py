@@ -5,6 +5,7 @@ detection time (fault -> status change), which must stay within one interval + r
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from .topology import BGP_PEERS, META_DNS_PREFIXES, NAMESERVERS, Lab
 pytestmark = pytest.mark.root
 
 ALL_META = {s.name for s in config.load(None).meta_services}  # the built-in catalogue
+SYN_RETRANSMIT = 1.0  # Linux's initial TCP retransmission timeout (TCP_TIMEOUT_INIT)
 
 
 def statuses(lab: Lab) -> dict[str, tuple[str, str]]:
@@ -146,7 +148,17 @@ def test_5_whatsapp_alone_unreachable(lab: Lab, detection_log: dict[str, Any]) -
     lab.dns_fault("whatsapp.com", "servfail")
     lab.dns_fault("whatsapp.net", "servfail")
     lab.withdraw("whatsapp")
-    detect(lab, lambda st: st["whatsapp"][0] != "up", detection_log, "whatsapp alone")
+    # The router answers a withdrawn route with "net unreachable" at most once a second after
+    # a burst of five (the kernel's ip_error limit, net.ipv4.route.error_cost: host-wide, not
+    # per namespace), as real routers limit theirs. A SYN that gets no answer is sent again
+    # after TCP's initial RTO and is answered then: the probe and its re-check may each pay it.
+    detect(
+        lab,
+        lambda st: st["whatsapp"][0] != "up",
+        detection_log,
+        "whatsapp alone",
+        probe_seconds=SYN_RETRANSMIT,
+    )
     wait_until(lambda: statuses(lab)["whatsapp"] == ("down", "dns"), 15, "whatsapp down at dns")
     found = statuses(lab)
     assert all(found[s] == ("up", "none") for s in ALL_META - {"whatsapp"}), found
@@ -273,3 +285,113 @@ def test_10_october_2021_replay_with_bgp_shows_bgp_first_then_dns(
     assert samples(lab, "meta_vantage_up")[0].value == 1
     lab.restore(*META_DNS_PREFIXES)
     wait_until(lambda: all_up(lab), 20, "recovery after the routes are back")
+
+
+# -- QUIC (HTTP/3): Meta's QUIC edge, a network that blocks it, a slow handshake ------------
+
+QUIC_SERVICES = {
+    s.name for s in config.load(None).meta_services if any(c.over_quic for c in s.checks)
+}
+
+
+def quic_ok(lab: Lab) -> bool:
+    return bool(lab.status()["vantage"]["quic_ok"])
+
+
+def test_11_meta_quic_edge_down_is_degraded_at_quic(
+    lab: Lab, detection_log: dict[str, Any]
+) -> None:
+    """Meta's QUIC edge goes silent while TCP is fine: every service probed over HTTP/3 is
+    degraded at quic (not down: its apps fall back to TCP), the others stay up, and this
+    vantage's QUIC is fine (its HTTP/3 control checks pass)."""
+    assert {"facebook", "instagram", "whatsapp", "messenger", "threads"} <= QUIC_SERVICES
+    before = failure_counts(lab)
+    lab.quic_edge_down(True)
+    detect(
+        lab,
+        lambda st: all(st[s] == ("degraded", "quic") for s in QUIC_SERVICES),
+        detection_log,
+        "Meta QUIC edge down",
+        probe_seconds=lab.settings.timeout,  # a silent QUIC handshake times out
+    )
+    found = statuses(lab)
+    assert all(found[s] == ("up", "none") for s in ALL_META - QUIC_SERVICES), found
+    assert quic_ok(lab) and samples(lab, "meta_vantage_quic_ok")[0].value == 1
+    failed = {
+        key: count - before.get(key, 0.0)
+        for key, count in failure_counts(lab).items()
+        if count > before.get(key, 0.0)
+    }
+    # failure_counts' keys are (check, reason, service).
+    assert {reason for (check, reason, _) in failed if check.endswith("_h3")} == {
+        "quic_timeout"
+    }, failed
+    assert all(check.endswith("_h3") for (check, _, service) in failed if service != "control")
+    lab.quic_edge_down(False)
+    wait_until(lambda: all_up(lab), 20, "recovery once Meta's QUIC edge answers")
+
+
+def test_12_quic_blocked_on_the_vantage_blames_nobody_at_meta(
+    lab: Lab, detection_log: dict[str, Any]
+) -> None:
+    """The vantage's network starts dropping UDP 443 (an office firewall): every HTTP/3
+    probe times out, Meta's and the controls' alike. Nothing is blamed on Meta at any moment,
+    the vantage stays up, and it says it is QUIC-blind; when UDP 443 opens again it says so
+    too, again with no service leaving "up" on the way."""
+    lab.block_quic(True)
+    start = time.monotonic()
+    seen: set[tuple[str, str]] = set()
+
+    def watch(until: Any, timeout: float) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            seen.update(statuses(lab).values())
+            if until():
+                return time.monotonic() - began
+            time.sleep(0.05)
+        pytest.fail(f"not seen within {timeout:.0f}s; statuses seen: {sorted(seen)}")
+
+    # The first failure plus its re-check, each a full timeout, for the controls and then
+    # Meta's checks, within a round: the bound of a timed-out failure (see detect()).
+    bound = lab.settings.detection_bound + 2 * lab.settings.timeout
+    took = watch(lambda: not quic_ok(lab), bound + 5)
+    detection_log["vantage blocks QUIC"] = {"seconds": round(took, 2), "bound": round(bound, 2)}
+    assert took <= bound, f"QUIC-blind after {took:.2f}s"
+    document = lab.status()
+    assert document["vantage"]["up"] and "blocks QUIC" in document["vantage"]["detail"]
+    assert "blocks QUIC" in document["headline"]["text"]
+    assert document["headline"]["level"] == "ok", document["headline"]
+    assert samples(lab, "meta_vantage_quic_ok")[0].value == 0
+    assert samples(lab, "meta_vantage_up")[0].value == 1
+    # Two more rounds in the blocked state: Meta's HTTP/3 checks keep failing, unjudged.
+    watch(lambda: time.monotonic() - start > took + 2 * lab.settings.interval, 10)
+    failing = [s.labels for s in samples(lab, "meta_check_failing") if s.value]
+    assert failing == [], failing
+    lab.block_quic(False)
+    watch(lambda: quic_ok(lab), bound + 5)
+    watch(lambda: all_up(lab) and quic_ok(lab), 20)
+    # Recovered: the headline no longer mentions QUIC, and Meta was never blamed.
+    assert "QUIC" not in lab.status()["headline"]["text"]
+    assert seen <= {("up", "none")}, f"a Meta service left up: {sorted(seen)}"
+
+
+def test_13_slow_quic_handshake_is_degraded_slow(lab: Lab, detection_log: dict[str, Any]) -> None:
+    """Every QUIC datagram reaching Meta's edge waits 0.15 s: an HTTP/3 handshake (two round
+    trips at least) takes longer than the 0.25 s threshold, while TCP is fast. The services
+    probed over HTTP/3 are degraded as slow (no failing layer), and the time is connect."""
+    lab.quic_delay(0.15)
+    detect(
+        lab,
+        lambda st: all(st[s] == ("degraded", "none") for s in QUIC_SERVICES),
+        detection_log,
+        "slow QUIC handshake",
+    )
+    found = statuses(lab)
+    assert all(found[s] == ("up", "none") for s in ALL_META - QUIC_SERVICES), found
+    instagram = next(s for s in lab.status()["services"] if s["name"] == "instagram")
+    slow = re.findall(r"(\w+) [\d.]+s > ", instagram["detail"])  # "slow: api_h3 0.33s > 0.25s"
+    assert slow and all(name.endswith("_h3") for name in slow), instagram["detail"]
+    result = next(c for c in instagram["checks"] if c["name"] == slow[0])["last_result"]
+    assert result["success"] and result["http_version"] == "3"
+    assert result["phases"]["connect"] >= 0.15, result["phases"]
+    assert quic_ok(lab)

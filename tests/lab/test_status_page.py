@@ -139,6 +139,28 @@ def test_vantage_offline_says_the_problem_is_the_local_network(
     tab.wait_for_function(browser.HEADLINE_HAS, arg="All Meta services are up", timeout=SCENARIO_MS)
 
 
+def test_quic_blocked_here_is_said_and_blames_no_one(lab: Lab, page: tuple[Any, Traffic]) -> None:
+    """UDP 443 dropped on this side: the page says this network blocks QUIC, every service
+    stays up (their HTTP/3 checks are not judged), the vantage stays online."""
+    tab, _ = page
+    lab.block_quic(True)
+    try:
+        tab.wait_for_function(
+            browser.HEADLINE_HAS, arg="this network blocks QUIC", timeout=SCENARIO_MS
+        )
+        assert tab.evaluate(browser.HEADLINE).startswith("All Meta services are up; ")
+        assert {(r["status"], r["layer"]) for r in tab.evaluate(browser.ROWS)} == {("Up", "none")}
+        vantage = tab.evaluate(browser.VANTAGE)
+        assert vantage.startswith("This network: online") and "blocks QUIC" in vantage, vantage
+        screenshots(tab, "quic-blocked")
+    finally:
+        lab.block_quic(False)
+    tab.wait_for_function(
+        "() => !document.getElementById('headline-text').textContent.includes('QUIC')",
+        timeout=SCENARIO_MS,
+    )
+
+
 FEEDS_TEXT = "() => document.getElementById('feeds').innerText"
 
 

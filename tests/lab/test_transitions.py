@@ -23,14 +23,17 @@ the alert watch ends, and fails with every Meta verdict that was down or degrade
   (e) Meta's front ends answer 503 while the uplink is down (60 s); when it returns,
       every Meta service must read down at http within one interval (with jitter) +
       re-check + the timeout, not a moment before the uplink is back, and never at another
-      layer (a "down at dns" then comes from failures probed while the uplink was down).
+      layer (a "down at dns" then comes from failures probed while the uplink was down);
+  (f) UDP 443 silently dropped on the uplinks 60 s, TCP fine (an office firewall that
+      blocks QUIC): every HTTP/3 probe times out, Meta's and the HTTP/3 controls' alike;
+      each vantage must say it blocks QUIC, and no Meta service may leave "up".
 
 In the same lab and the same scenarios, the real Prometheus and Alertmanager run the shipped
 rules (alerts/meta-outage.rules.yml) and the shipped Alertmanager config (receivers pointed
 at a local webhook), in two setups at once: one Prometheus scraping vantage 0 and evaluating
 the rules, and three regional Prometheus remote-writing into a global evaluator, both
-scraping and evaluating every 5 s. (a)-(c) page nothing in either and fire no Meta alert at
-any severity (only MetaVantageOffline, MetaFeedUnreachable and the exporter's own alerts
+scraping and evaluating every 5 s. (a)-(c) and (f) page nothing in either and fire no Meta
+alert at any severity (only MetaVantageOffline, MetaFeedUnreachable and the exporter's own alerts
 may), watched until QUIET_SECONDS after recovery; (d) records its alerts and pages without
 asserting them; (e) pages exactly once (one page group) in each, after the uplink returned.
 
@@ -41,7 +44,7 @@ Each scenario waits on 15 s intervals for minutes, so they run in parallel, each
 lab (every pytest-xdist worker builds its own module-scoped lab; run ids, management nets and
 Prometheus/Alertmanager ports are claimed per lab):
 
-    make transitions       # as root: pytest -n 5 --dist load tests/lab/test_transitions.py
+    make transitions       # as root: pytest -n 6 --dist load tests/lab/test_transitions.py
 
 Without -n they run one after another in one lab (healed between scenarios), about 20 min.
 """
@@ -99,6 +102,7 @@ DOWN_BOUND = SHIPPED.interval * (1 + SHIPPED.jitter) + SHIPPED.recheck_interval 
 ALLOWED_ALERTS = frozenset(
     {
         "MetaVantageOffline",
+        "MetaVantageQuicBlocked",
         "MetaFeedUnreachable",
         "MetaExporterAbsent",
         "MetaExporterDown",
@@ -566,6 +570,41 @@ async def test_d_resolver_silently_unreachable(
     problems = quiet_problems(watch, figures)
     figures["summary"] = summary(figures)
     record(record_property, f"d resolver silently unreachable {FAULT:.0f}s", figures, watch)
+    assert not problems, "\n".join(problems)
+
+
+async def test_f_quic_blocked_on_the_uplinks(
+    lab: Lab, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    quic_blind: dict[int, bool] = {}
+
+    def every_vantage_says_so() -> bool:
+        for vantage in lab.vantages:
+            quic_blind[vantage.index] = not lab.status(vantage.index)["vantage"]["quic_ok"]
+        return all(quic_blind.values())
+
+    async with watched(lab, tmp_path) as watch:
+        before = await asyncio.to_thread(failure_reasons, lab)
+        watch.mark("fault")
+        lab.block_quic(True)
+        # Both HTTP/3 controls time out and are re-checked (a timeout each): well inside
+        # the fault, every vantage must say it blocks QUIC.
+        said = await wait_async(every_vantage_says_so, FAULT, "every vantage QUIC-blind")
+        await watch.until("fault", FAULT)
+        reasons = await asyncio.to_thread(failure_reasons, lab) - before
+        lab.block_quic(False)
+        watch.mark("recovered")
+        await watch.until("recovered", QUIET_SECONDS)
+    figures: dict[str, Any] = {
+        "recovery_seconds": watch.first("recovered", up),
+        "quic_blind_after_seconds": said,
+        "failure_reasons_during_fault": dict(reasons),
+    }
+    problems = quiet_problems(watch, figures)
+    if set(reasons) != {"quic_timeout"}:
+        problems.append(f"HTTP/3 probes alone should have failed, with quic_timeout: {reasons}")
+    figures["summary"] = summary(figures)
+    record(record_property, f"f UDP 443 dropped {FAULT:.0f}s", figures, watch)
     assert not problems, "\n".join(problems)
 
 

@@ -202,7 +202,7 @@ def meta_node_spec(run_dir: Path) -> dict[str, Any]:
                 "zones": {**meta_zones(), **whatsapp_zones()},
             }
         ],
-        "https": [{"listen": _listen(edge, 443), "hostnames": META_HOSTNAMES}],
+        "https": [{"listen": _listen(edge, 443), "hostnames": META_HOSTNAMES, "http3": True}],
         "tcp": [{"listen": [f"{EDGE['whatsapp_chat']}:5222"], "name": "whatsapp-chat"}],
     }
 
@@ -222,6 +222,7 @@ def net_node_spec(run_dir: Path) -> dict[str, Any]:
             {
                 "listen": _listen([CONTROL_WEB_IP, CONTROL_WEB], 443),
                 "hostnames": [CONTROL_WEB_IP, "www.example.com", "example.com"],
+                "http3": True,
             }
         ],
     }
@@ -299,6 +300,8 @@ def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
             "checks": {
                 "cloudflare": {"url": f"https://{CONTROL_WEB_IP}/"},
                 "google": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
+                "google_h3": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
+                "cloudflare_h3": {"url": f"https://{CONTROL_WEB_IP}/"},
             }
         },
     }
@@ -664,6 +667,24 @@ class Lab:
             self._set_filter(f"{key}:out", f"ip saddr {subnet} ip daddr {address} drop", silent)
             self._set_filter(f"{key}:in", f"ip saddr {address} ip daddr {subnet} drop", silent)
         self.apply_filters()
+
+    def block_quic(self, blocked: bool, *vantages: int) -> None:
+        """UDP 443 from these vantages (all if none is named) dropped silently, TCP untouched:
+        an office firewall that blocks QUIC, as browsers meet it."""
+        for index in vantages or range(len(self.vantages)):
+            subnet = self.vantages[index].uplink_subnet
+            self._set_filter(f"quic:{index}", f"ip saddr {subnet} udp dport 443 drop", blocked)
+        self.apply_filters()
+
+    def quic_edge_down(self, down: bool) -> None:
+        """Meta's QUIC edge silent (UDP 443 to every front end dropped), TCP untouched."""
+        edges = f"{{ {PREFIXES['meta-edge']}, {PREFIXES['whatsapp']} }}"
+        self._set_filter("quic:meta", f"ip daddr {edges} udp dport 443 drop", down)
+        self.apply_filters()
+
+    def quic_delay(self, seconds: float) -> None:
+        """Every QUIC datagram reaching Meta's edge held `seconds`: a slow QUIC handshake."""
+        self.meta_node("PUT", "/quic", {"delay": seconds})
 
     def _set_filter(self, key: str, rule: str, on: bool) -> None:
         if on:

@@ -671,8 +671,10 @@ async def test_ephemeral_port_retries_when_tcp_port_is_taken(
 
     monkeypatch.setattr(dnsserver.asyncio, "start_server", flaky_start_server)
     async with DnsServer(ZONES) as srv:
-        assert len(calls) == 2
-        assert calls[1] == srv.port
+        # Our refusal, then one or more real tries: a port taken by a test running
+        # beside this one is retried too.
+        assert len(calls) >= 2
+        assert calls[-1] == srv.port
         assert (await tcp(srv, "facebook.com")).rcode() == dns.rcode.NOERROR
 
 

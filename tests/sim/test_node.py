@@ -31,9 +31,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from exporter.model import Phase, Reason
+from exporter.probes import ProbeEnv, run_probe
 from exporter.sim.certs import LabCA
 from exporter.sim.node import NodeError, NodeSpec, SimNode, SpecError
-from tests.conftest import LoopbackResolver
+from tests.conftest import LOOPBACK_POLICY, LoopbackResolver, make_check
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_2 = "127.0.0.2"
@@ -299,6 +301,10 @@ BAD_SPECS = [
         "https[0].hostnames: must not be empty",
     ),
     (
+        _set(https=[{"listen": ["127.0.0.1:0"], "hostnames": ["a.example"], "http3": "yes"}]),
+        "https[0].http3: must be true or false, got 'yes'",
+    ),
+    (
         _set(
             tcp=[{"listen": ["127.0.0.2:0"], "name": "a"}, {"listen": ["127.0.0.2:0"], "name": "a"}]
         ),
@@ -444,6 +450,52 @@ async def test_https_with_the_shared_ca_and_http_faults(node: tuple[SimNode, Con
 
     requests = (await control.status())["http"]["requests"]
     assert requests == {"graph.facebook.com": 3, "www.facebook.com": 3}
+
+
+async def test_http3_on_the_front_ends_own_address_and_port(
+    workdir: Path, probe_env: ProbeEnv
+) -> None:
+    """`http3`: QUIC on UDP beside each front end's TCP port, forwarding to it (faults show
+    over HTTP/3 too); PUT /quic delays every datagram in; reset takes the delay away."""
+    https = [{"listen": [f"{LOOPBACK}:0"], "hostnames": HOSTNAMES, "http3": True}]
+    async with running(spec_doc(workdir, https=https)) as (sim, control):
+        env = ProbeEnv(probe_env.resolver, LOOPBACK_POLICY, str(sim.ca_file))
+        status = await control.status()
+        port = port_of(status, "https")
+        assert status["https"][0]["http3"] == [{"host": LOOPBACK, "port": port, "delay": 0.0}]
+
+        def h3(path: str = "/") -> Any:
+            return make_check(
+                "http",
+                url=f"https://www.facebook.com:{port}{path}",
+                http_version="3",
+                resolve_to=(LOOPBACK,),
+                timeout=5.0,
+            )
+
+        result = await run_probe(h3(), env)
+        assert (result.success, result.http_version, result.http_status) == (True, "3", 200)
+        await control.call("PUT", "/http/faults", {"host": "*", "status": 503})
+        result = await run_probe(h3(), env)
+        assert (result.reason, result.http_version, result.http_status) == (
+            Reason.HTTP_STATUS,
+            "3",
+            503,
+        )
+        await control.call("DELETE", "/http/faults")
+        assert (await control.call("PUT", "/quic", {"delay": 0.2}))["edges"] == 1
+        result = await run_probe(h3(), env)
+        assert result.success and result.phases[Phase.CONNECT] >= 0.2, dict(result.phases)
+        await control.call("PUT", "/quic", {"delay": -1}, expect=400)
+        await control.call("POST", "/reset")
+        assert (await control.status())["https"][0]["http3"][0]["delay"] == 0.0
+
+
+async def test_quic_delay_needs_an_http3_edge(node: tuple[SimNode, Control]) -> None:
+    _, control = node
+    doc = await control.call("PUT", "/quic", {"delay": 0.1}, expect=400)
+    assert "no HTTP/3" in doc["error"]
+    assert (await control.status())["https"][0]["http3"] == []
 
 
 async def test_cert_conditions(node: tuple[SimNode, Control]) -> None:

@@ -41,10 +41,14 @@ CONTROLS = ("resolver", "by_ip", "by_name")
 
 
 class Feed:
-    def __init__(self, services: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, services: dict[str, Any] | None = None, control: dict[str, Any] | None = None
+    ) -> None:
         data = copy.deepcopy(CONFIG)
         if services is not None:
             data["services"] = services
+        if control is not None:
+            data["control"]["checks"].update(control)
         self.now = 1000.0
         config = parse(yaml.safe_dump(data), "runtime-feed.yml")
         self.runtime = Runtime(config, clock=lambda: self.now)

@@ -134,6 +134,19 @@ def test_broken_resolver_is_our_side_even_while_another_layer_fails_at_meta() ->
     )
 
 
+def test_a_quic_blind_network_is_said_last_and_leaves_the_level_alone() -> None:
+    blind = VantageHealth(True, "this network blocks QUIC", quic_ok=False)
+    quiet = say(services(Facebook=up(), Threads=up()), blind)
+    assert quiet == Headline(
+        "ok",
+        "All Meta services are up; this network blocks QUIC (HTTP/3), so Meta's HTTP/3 "
+        "checks are not judged from here",
+    )
+    loud = say(services(Facebook=up(), Threads=down(Layer.TLS)), blind)
+    assert loud.level == "down"
+    assert loud.text.startswith("Threads is down at TLS since 14:02 UTC; this network blocks QUIC")
+
+
 def test_starting_up_is_not_an_outage() -> None:
     starting = VantageHealth(True, "control checks have not run yet")
     waiting = ServiceState(Status.UNKNOWN, Layer.NONE, NOW, "no probe has finished yet")

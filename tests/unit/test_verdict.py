@@ -273,6 +273,94 @@ def test_broken_local_resolver_is_not_blamed_on_meta() -> None:
     assert "resolver" in verdict.detail
 
 
+QUIC_CONTROL = [
+    make_check("dns", service="control", name="resolver", qname="example.com"),
+    make_check("http", service="control", name="cloudflare", url="https://1.1.1.1/"),
+    make_check("http", service="control", name="google", url="https://www.google.com/"),
+    *(
+        make_check("http", service="control", name=n, url=f"https://{n}.example/", http_version="3")
+        for n in ("google_h3", "cloudflare_h3")
+    ),
+]
+QUIC_SERVICE = ServiceSpec(
+    name="instagram",
+    display_name="Instagram",
+    checks=(
+        make_check("http", service="instagram", name="web", url="https://www.instagram.com/"),
+        make_check(
+            "http",
+            service="instagram",
+            name="web_h3",
+            url="https://www.instagram.com/",
+            http_version="3",
+            critical=False,
+        ),
+    ),
+)
+
+
+def test_quic_controls_are_not_in_the_vantage_majority() -> None:
+    """A network that drops UDP 443 is online: only QUIC is not judged from it."""
+    states = [ok(), ok(), ok(), failing(Reason.QUIC_TIMEOUT), failing(Reason.QUIC_TIMEOUT)]
+    vantage = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    assert vantage.up and vantage.settled and vantage.dns_ok and not vantage.quic_ok
+    assert "blocks QUIC" in vantage.detail
+
+
+@pytest.mark.parametrize(
+    ("quic_states", "quic_ok", "settled"),
+    [
+        pytest.param([ok(), ok()], True, True, id="both-pass"),
+        pytest.param([ok(), failing(Reason.QUIC_TIMEOUT)], True, True, id="one-fails"),
+        pytest.param(
+            [blocked(), failing(Reason.QUIC_REFUSED)], False, True, id="blocked-and-fails"
+        ),
+        # The first failure of the last passing one: not known yet, so the verdicts hold.
+        pytest.param(
+            [failing(Reason.QUIC_TIMEOUT), failing(Reason.QUIC_TIMEOUT, 1)],
+            True,
+            False,
+            id="being-confirmed",
+        ),
+    ],
+)
+def test_quic_is_blocked_only_when_every_quic_control_fails(
+    quic_states: list[CheckState], quic_ok: bool, settled: bool
+) -> None:
+    vantage = vantage_health(
+        zip(QUIC_CONTROL, [ok(), ok(), ok(), *quic_states], strict=True), CONFIRM
+    )
+    assert (vantage.up, vantage.quic_ok, vantage.settled) == (True, quic_ok, settled)
+
+
+def test_quic_failures_on_a_quic_blind_vantage_are_silent_not_failing() -> None:
+    states = [ok(), ok(), ok(), failing(Reason.QUIC_TIMEOUT), failing(Reason.QUIC_TIMEOUT)]
+    blind = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    keyed = {("instagram", "web"): ok(), ("instagram", "web_h3"): failing(Reason.QUIC_TIMEOUT)}
+    verdict = service_verdict(QUIC_SERVICE, keyed, blind, CONFIRM)
+    assert (verdict.status, verdict.hold) == (Status.UP, False), verdict.detail
+    assert judge(keyed[("instagram", "web_h3")], blind, CONFIRM) is Judgement.SILENT
+    # A failure above QUIC (the handshake completed) still says something about Meta.
+    keyed[("instagram", "web_h3")] = failing(Reason.HTTP_STATUS)
+    assert service_verdict(QUIC_SERVICE, keyed, blind, CONFIRM).status is Status.DEGRADED
+
+
+def test_meta_quic_failure_with_quic_open_is_degraded_at_quic() -> None:
+    vantage = vantage_health(zip(QUIC_CONTROL, [ok()] * 5, strict=True), CONFIRM)
+    keyed = {("instagram", "web"): ok(), ("instagram", "web_h3"): failing(Reason.QUIC_TIMEOUT)}
+    verdict = service_verdict(QUIC_SERVICE, keyed, vantage, CONFIRM)
+    assert (verdict.status, verdict.layer) == (Status.DEGRADED, Layer.QUIC)
+
+
+def test_a_service_probed_only_over_quic_is_unknown_on_a_quic_blind_vantage() -> None:
+    only_h3 = dataclasses.replace(QUIC_SERVICE, checks=QUIC_SERVICE.checks[1:])
+    states = [ok(), ok(), ok(), failing(Reason.QUIC_TIMEOUT), failing(Reason.QUIC_TIMEOUT)]
+    blind = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    keyed = {("instagram", "web_h3"): failing(Reason.QUIC_TIMEOUT)}
+    verdict = service_verdict(only_h3, keyed, blind, CONFIRM)
+    assert verdict.status is Status.UNKNOWN and "blocks QUIC" in verdict.detail
+
+
 def test_meta_verdict_holds_while_a_control_check_is_being_confirmed() -> None:
     control = [
         make_check("http", service="control", name=n, url="https://example.com/")
@@ -403,6 +491,7 @@ UNSETTLED = dataclasses.replace(SETTLED, settled=False)
 RECOVERED_SINCE = dataclasses.replace(RESETTLED, recovered_at=190.0)
 OFFLINE = dataclasses.replace(SETTLED, up=False)
 OUR_RESOLVER_FAILS = dataclasses.replace(SETTLED, dns_ok=False)
+QUIC_BLIND = dataclasses.replace(SETTLED, quic_ok=False)
 
 
 @pytest.mark.parametrize(
@@ -426,6 +515,10 @@ OUR_RESOLVER_FAILS = dataclasses.replace(SETTLED, dns_ok=False)
         pytest.param(
             160.0, Reason.DNS_TIMEOUT, OUR_RESOLVER_FAILS, SETTLED, False, id="resolver-then"
         ),
+        pytest.param(160.0, Reason.QUIC_TIMEOUT, SETTLED, QUIC_BLIND, False, id="quic-blind"),
+        pytest.param(160.0, Reason.QUIC_TIMEOUT, QUIC_BLIND, SETTLED, False, id="quic-blind-then"),
+        pytest.param(160.0, Reason.HTTP_STATUS, QUIC_BLIND, QUIC_BLIND, True, id="quic-blind-http"),
+        pytest.param(160.0, Reason.QUIC_TIMEOUT, SETTLED, SETTLED, True, id="quic-open"),
     ],
 )
 def test_counts_in_the_sli(

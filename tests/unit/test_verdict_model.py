@@ -11,17 +11,21 @@ is a timeout (the check's timeout) of the phase the probe stops in. No socket is
 test fails if one is (the loop's own self-pipe is made before the guard).
 
 The world: three Meta services (dns checks through our resolver, http checks that resolve
-through it then connect, an authoritative dns check that does not use it; critical and
-non-critical checks), the catalogue's three control checks (a dns check of a non-Meta name,
-an https check by IP, an https check by name) and the shipped timings (interval 15 s, jitter
+through it then connect, an authoritative dns check that does not use it, a non-critical
+HTTP/3 check; critical and non-critical checks), the catalogue's five control checks (a dns
+check of a non-Meta name, an https check by IP, an https check by name, two HTTP/3 checks by
+name) and the shipped timings (interval 15 s, jitter
 0.1, recheck_interval 2 s, timeout 5 s, confirm_failures 2). Rules change:
 - the uplink: up, down_link (probes fail at once) or down_silent (probes time out);
 - our resolver: up or down (lookups through it time out; the authoritative check and the
   by-IP control do not use it); when the uplink goes down it keeps answering from its cache
   for a drawn 0-10 s, so, as on a real machine, the control dns check passes for a while;
 - the by-IP control target (refuses connections);
+- UDP 443 on our side: open or dropped (every HTTP/3 probe, Meta's and the controls', times
+  out at quic; nothing else changes: the vantage is still healthy);
 - Meta, per service, failing at a layer (dns: SERVFAIL through our resolver and the
-  authoritative servers time out; tcp: refused or timeout; tls: handshake; http: 503) or not;
+  authoritative servers time out; tcp: refused or timeout; tls: handshake; quic: its QUIC
+  edge silent, HTTP/3 probes time out and TCP is fine; http: 503) or not;
 - the egress policy, blocking one check (blocked_by_policy at once);
 - the config, reloaded: the same, one check's interval changed, one Meta check removed (and
   re-added by a later reload), or an invalid one (rejected: the old config keeps running).
@@ -166,6 +170,13 @@ CONFIG: dict[str, Any] = {
                     "url": "https://www.instagram.com/",
                     "valid_status_codes": ["<500"],
                 },
+                "web_h3": {
+                    "kind": "http",
+                    "url": "https://www.instagram.com/",
+                    "http_version": "3",
+                    "valid_status_codes": ["<500"],
+                    "critical": False,
+                },
             }
         },
         "whatsapp": {
@@ -197,6 +208,18 @@ CONFIG: dict[str, Any] = {
                 "url": "https://www.google.com/generate_204",
                 "valid_status_codes": [204],
             },
+            "google_h3": {
+                "kind": "http",
+                "url": "https://www.google.com/generate_204",
+                "http_version": "3",
+                "valid_status_codes": [204],
+            },
+            "cloudflare_h3": {
+                "kind": "http",
+                "url": "https://www.cloudflare.com/cdn-cgi/trace",
+                "http_version": "3",
+                "valid_status_codes": ["<500"],
+            },
         }
     },
 }
@@ -204,7 +227,7 @@ SERVICES = tuple(CONFIG["services"])
 META_CHECKS = tuple((s, c) for s in SERVICES for c in CONFIG["services"][s]["checks"])
 CONTROL_CHECKS = tuple(("control", c) for c in CONFIG["control"]["checks"])
 REFUSING_CONTROL = ("control", "cloudflare")  # the control target that can fail
-LAYERS = ("dns", "tcp", "tls", "http")
+LAYERS = ("dns", "tcp", "tls", "quic", "http")
 UPLINK = ("up", "down_link", "down_silent")
 RELOADS = ("same", "interval", "remove", "restore", "invalid")
 INTERVALS = (10, 20)
@@ -285,7 +308,9 @@ def meta_fails(check: CheckSpec, failure: MetaFailure | None) -> bool:
         return failure.layer == "dns"
     if check.kind == "tcp":
         return failure.layer in ("dns", "tcp")
-    return True  # http: every layer is on its path
+    if check.over_quic:
+        return failure.layer != "tcp"
+    return failure.layer != "quic"  # http over TCP: every other layer is on its path
 
 
 @dataclasses.dataclass
@@ -296,6 +321,7 @@ class World:
     cache_until: float = -math.inf
     resolver_up: bool = True
     control_refused: bool = False
+    udp_blocked: bool = False  # UDP 443 dropped on our side: QUIC-blind, still healthy
     meta: dict[str, MetaFailure] = dataclasses.field(default_factory=dict)
     blocked: Key | None = None
     # Start of the current healthy period, or of the last one (None: never healthy).
@@ -365,6 +391,17 @@ class World:
                 return Reason.DNS_ERROR, FAST
             if self.uplink == "down_silent" or (failure is not None and failure.layer == "dns"):
                 return Reason.DNS_TIMEOUT, check.timeout
+            return Reason.OK, OK_DURATION
+        if check.over_quic:
+            if self.uplink == "down_link":
+                return Reason.QUIC_UNREACHABLE, FAST
+            silent = self.uplink == "down_silent" or self.udp_blocked
+            if silent or (failure is not None and failure.layer == "quic"):
+                return Reason.QUIC_TIMEOUT, check.timeout
+            if failure is not None and failure.layer == "tls":
+                return Reason.TLS_HANDSHAKE, FAST
+            if failure is not None and failure.layer == "http":
+                return Reason.HTTP_STATUS, FAST
             return Reason.OK, OK_DURATION
         if self.uplink == "down_link":
             return Reason.TCP_UNREACHABLE, FAST
@@ -568,6 +605,15 @@ class VerdictModel(RuleBasedStateMachine):
         if refused != self.world.control_refused:
             self.world.control_refused = refused
             self._changed(f"control target {'refuses' if refused else 'answers'}")
+        self._advance(dt)
+
+    @rule(blocked=st.booleans(), dt=st.floats(MIN_DWELL, MAX_DT))
+    def udp_443(self, blocked: bool, dt: float) -> None:
+        """Our network starts (or stops) dropping UDP 443: QUIC-blind, nothing else."""
+        STATS["rule udp_443"] += 1
+        if blocked != self.world.udp_blocked:
+            self.world.udp_blocked = blocked
+            self._changed(f"UDP 443 {'dropped' if blocked else 'open'} on our side")
         self._advance(dt)
 
     @rule(
@@ -866,7 +912,8 @@ class VerdictModel(RuleBasedStateMachine):
             f"world: uplink {world.uplink} (down since {_rel(world.uplink_down_since)}, "
             f"resolver cache until {_rel(world.cache_until)}), resolver "
             f"{'up' if world.resolver_up else 'down'}, control target "
-            f"{'refuses' if world.control_refused else 'answers'}, Meta failing: {meta}, "
+            f"{'refuses' if world.control_refused else 'answers'}, UDP 443 "
+            f"{'dropped' if world.udp_blocked else 'open'}, Meta failing: {meta}, "
             f"blocked: {world.blocked}, vantage healthy since {_rel(world.healthy_since)}",
             f"exporter's vantage: {runtime.vantage}",
         ]
