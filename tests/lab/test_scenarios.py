@@ -323,9 +323,9 @@ def test_11_meta_quic_edge_down_is_degraded_at_quic(
         if count > before.get(key, 0.0)
     }
     # failure_counts' keys are (check, reason, service).
-    assert {reason for (check, reason, _) in failed if check.endswith("_h3")} == {
-        "quic_timeout"
-    }, failed
+    assert {reason for (check, reason, _) in failed if check.endswith("_h3")} == {"quic_timeout"}, (
+        failed
+    )
     assert all(check.endswith("_h3") for (check, _, service) in failed if service != "control")
     lab.quic_edge_down(False)
     wait_until(lambda: all_up(lab), 20, "recovery once Meta's QUIC edge answers")
