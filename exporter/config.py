@@ -485,6 +485,7 @@ class _Compiler:
             )
             if control is not None:
                 services.append(control)
+                self._check_quic_control(control, services)
         feeds: FeedsSection = self.section("feeds")
         if self.builder.problems:
             raise _Unlocated(self.builder.problems)
@@ -500,6 +501,30 @@ class _Compiler:
             official_status=_official_feed(feeds.official_status),
             bgp=_bgp_feed(feeds.bgp, services),
         )
+
+    def _check_quic_control(self, control: ServiceSpec, services: list[ServiceSpec]) -> None:
+        """With control checks, a Meta HTTP/3 check needs an HTTP/3 control check (else a
+        network that drops UDP 443 reads as Meta's QUIC failing), and the control checks
+        need one not over HTTP/3 (else nothing vouches for the uplink itself)."""
+        if not control.checks:
+            return
+        if all(c.over_quic for c in control.checks):
+            self.builder.fail(
+                ("control", "checks"),
+                "every control check is over HTTP/3: nothing vouches for this vantage's uplink",
+                "add a DNS or an HTTP/1.1 / HTTP/2 control check",
+            )
+        if any(c.over_quic for c in control.checks):
+            return
+        for service in services:
+            for check in service.checks:
+                if check.over_quic and not service.is_control:
+                    self.builder.fail(
+                        ("services", service.name, "checks", check.name, "http_version"),
+                        "an HTTP/3 check needs an HTTP/3 control check: without one, a network "
+                        "that drops UDP 443 would read as Meta's QUIC failing",
+                        'add a control check with http_version: "3" (the catalogue has two)',
+                    )
 
 
 def _official_feed(section: OfficialStatusSection) -> OfficialStatusFeed | None:

@@ -74,8 +74,9 @@ METRICS: tuple[MetricDoc, ...] = (
         "meta_vantage_quic_ok",
         "gauge",
         (),
-        "0 when every HTTP/3 control check fails: this network blocks QUIC, so Meta's "
-        "QUIC failures are not judged; 1 otherwise (also with no HTTP/3 control checks).",
+        "0 when every HTTP/3 control check fails while the vantage is up: this network blocks "
+        "QUIC, so Meta's QUIC failures are not judged; 1 otherwise (also while the vantage is "
+        "down, and with no HTTP/3 control checks).",
     ),
     MetricDoc(
         "meta_probe_success",
@@ -425,7 +426,8 @@ class ExporterCollector(Collector):
         vantage = _gauge("meta_vantage_up")
         vantage.add_metric([], 1.0 if snap.vantage.up else 0.0)
         quic = _gauge("meta_vantage_quic_ok")
-        quic.add_metric([], 1.0 if snap.vantage.quic_ok else 0.0)
+        # 0 only while the vantage is up: offline, every control check fails, QUIC's too.
+        quic.add_metric([], 0.0 if snap.vantage.up and not snap.vantage.quic_ok else 1.0)
         yield from (status, since, layer, vantage, quic)
 
     def _exporter_families(self, snap: Snapshot) -> Iterator[Metric]:

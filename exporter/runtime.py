@@ -116,22 +116,23 @@ class Runtime:
             record = self.store.record(check.key, result, confirm)
             if record is None:
                 return 0
-            if result.measured and self.vantage.known and self.vantage.up:
+            if result.measured and self.vantage.known and self.vantage.up and not check.over_quic:
                 # Our own path's error ratio while healthy (its blips, not its outages):
-                # the baseline the burn-rate alerts hold Meta's error ratio against.
+                # the baseline the burn-rate alerts hold Meta's error ratio against. Not the
+                # HTTP/3 controls: a network that blocks QUIC would make theirs 100 %.
                 self._count_judged(record, result)
             if not result.success and result.measured and record.consecutive_failures == 1:
                 # One control check starts failing: verify the others now, so that a dying
                 # uplink or resolver is known as ours within a re-check, not an interval.
                 others = [c.key for c in control.checks if c.key != check.key]
                 self._wake(others, check.recheck_interval / 2)
-                self._void_unjudged_since(passed_at)
+                self._void_unjudged_since(passed_at, over_quic_only=check.over_quic)
             self._refresh_all()
             # While the vantage is not up, re-check the control checks fast: its recovery
             # is what lets Meta be judged again.
             return 1 if self.vantage.known and not self.vantage.up else record.suspect_streak
         vantage = self.vantage
-        fresh = result.started_at >= vantage.fresh_from
+        fresh = result.started_at >= vantage.fresh_for(check.over_quic)
         # A failure this vantage cannot judge (its resolver or QUIC is what fails) neither
         # builds nor breaks a streak, and is not re-checked fast: it measured nothing.
         judgeable = fresh and not unjudgeable(result, vantage)
@@ -188,7 +189,7 @@ class Runtime:
         if not result.success:
             record.judged_failures += 1
 
-    def _void_unjudged_since(self, moment: float) -> None:
+    def _void_unjudged_since(self, moment: float, *, over_quic_only: bool = False) -> None:
         """A control check that passed at `moment` now fails: the Meta results measured
         since then are no longer vouched for, successes and failures alike.
 
@@ -196,7 +197,15 @@ class Runtime:
         control check after it fails, so under random loss the SLI is not biased (voiding
         everything waiting would void mostly successes: failures wake the control checks
         and are vouched for at once, successes wait for their next run)."""
-        self._unjudged = [entry for entry in self._unjudged if entry[1].started_at <= moment]
+        records = self.store.records
+
+        def kept(key: tuple[str, str], result: ProbeResult) -> bool:
+            if result.started_at <= moment:
+                return True
+            # An HTTP/3 control's blip says nothing about the other checks' paths.
+            return over_quic_only and not ((r := records.get(key)) and r.spec.over_quic)
+
+        self._unjudged = [entry for entry in self._unjudged if kept(entry[0], entry[1])]
 
     def _judge_pending(self) -> None:
         """Count into the SLI the Meta results the control checks have now vouched for;
@@ -210,11 +219,13 @@ class Runtime:
         if not vantage.judging:
             return
         waiting = []
+        records = self.store.records
         for key, result, measured_under in self._unjudged:
-            if result.started_at > vantage.verified_at:
+            over_quic = (record := records.get(key)) is not None and record.spec.over_quic
+            if result.started_at > vantage.verified_for(over_quic):
                 waiting.append((key, result, measured_under))
-            elif counts(result, measured_under, vantage) and (
-                record := self.store.records.get(key)
+            elif record is not None and counts(
+                result, measured_under, vantage, over_quic=over_quic
             ):
                 self._count_judged(record, result)
         self._unjudged = waiting
@@ -250,35 +261,43 @@ class Runtime:
         whose last result is now stale are probed again at once (their services hold).
         """
         previous = self.vantage
-        settled_since, recovered_at = previous.settled_since, previous.recovered_at
+        marks = {
+            "settled_since": previous.settled_since,
+            "recovered_at": previous.recovered_at,
+            "quic_since": previous.quic_since,
+        }
         if vantage.known and not vantage.up:
             self._was_down = True
         if vantage.judging and (
-            not previous.judging
-            # Our resolver or QUIC failing or coming back: judge afresh, so that no streak
-            # mixes failures this vantage could judge with failures it could not.
-            or vantage.dns_ok != previous.dns_ok
-            or vantage.quic_ok != previous.quic_ok
-            or self._was_down
+            not previous.judging or (vantage.dns_ok and not previous.dns_ok) or self._was_down
         ):
-            settled_since = self.clock()
+            marks["settled_since"] = self.clock()
             if self._was_down:
-                recovered_at = settled_since
+                marks["recovered_at"] = marks["settled_since"]
                 self._was_down = False
-            stamped = replace(vantage, settled_since=settled_since, recovered_at=recovered_at)
+            stamped = replace(vantage, **marks)
             self._restart_meta(stamped)
             return stamped
-        return replace(vantage, settled_since=settled_since, recovered_at=recovered_at)
+        quic_settled = vantage.quic_settled and not previous.quic_settled
+        if vantage.judging and (vantage.quic_ok != previous.quic_ok or quic_settled):
+            # QUIC settled, blocked or open again: the HTTP/3 checks (only) are judged afresh,
+            # so no streak mixes failures this vantage could judge with ones it could not.
+            marks["quic_since"] = self.clock()
+            stamped = replace(vantage, **marks)
+            self._restart_meta(stamped, over_quic_only=True)
+            return stamped
+        return replace(vantage, **marks)
 
-    def _restart_meta(self, vantage: VantageHealth) -> None:
+    def _restart_meta(self, vantage: VantageHealth, *, over_quic_only: bool = False) -> None:
         stale = []
         for service in self.config.meta_services:
             for check in service.checks:
                 record = self.store.records.get(check.key)
-                if record is None:
+                if record is None or (over_quic_only and not check.over_quic):
                     continue
                 record.restart_streaks()
-                if record.last is not None and judge(record.state(), vantage, 1) is Judgement.STALE:
+                judged = judge(record.state(), vantage, 1, over_quic=check.over_quic)
+                if record.last is not None and judged is Judgement.STALE:
                     stale.append(check.key)
         if stale:
             log.info("vantage settled: probing %d Meta checks again", len(stale))
@@ -293,10 +312,11 @@ class Runtime:
         for check in service.checks:
             record = self.store.records.get(check.key)
             state = states.get(check.key)
+            if check.over_quic and not vantage.quic_settled:
+                continue  # held while the HTTP/3 control checks confirm, like the verdict
             if record is not None and state is not None:
-                record.counted_failing = (
-                    vantage.judging and judge(state, vantage, confirm) is Judgement.FAILING
-                )
+                judged = judge(state, vantage, confirm, over_quic=check.over_quic)
+                record.counted_failing = vantage.judging and judged is Judgement.FAILING
 
     def _refresh(self, service: ServiceSpec, states: Mapping | None = None) -> None:
         if states is None:
@@ -438,7 +458,12 @@ class Runtime:
         record = self.store.records.get(check.key)
         if record is None:
             return False
-        verdict = judge(record.state(), self.vantage, self.config.settings.confirm_failures)
+        verdict = judge(
+            record.state(),
+            self.vantage,
+            self.config.settings.confirm_failures,
+            over_quic=check.over_quic,
+        )
         return verdict in (Judgement.STALE, Judgement.PENDING)
 
     # -- reading -----------------------------------------------------------------------

@@ -10,13 +10,17 @@ the vantage after it; "up" needs a success.** In detail:
   UNKNOWN. While a control check has an unconfirmed failure the vantage is *unsettled* and
   the Meta verdicts hold still. When the control DNS checks all fail our resolver is broken:
   DNS failures are not held against Meta.
-- The HTTP/3 control checks are a dimension of their own: they are not in the majority
-  (a network that drops UDP 443 is still up), but they settle and vouch like the others.
-  When they all fail this network blocks QUIC, and QUIC failures are not held against Meta.
+- The HTTP/3 control checks are a dimension of their own, for the HTTP/3 checks only: they
+  are not in the majority (a network that drops UDP 443 is still up); while one has an
+  unconfirmed failure QUIC is *unsettled* and only the services with a failing HTTP/3 check
+  hold; they vouch only while QUIC is open. When they all fail at the quic layer (or cannot
+  run) this network blocks QUIC, and QUIC failures are not held against Meta.
 - The runtime stamps two moments on the vantage: `settled_since`, when it last became up
-  and settled (or its resolver or QUIC came back), and `recovered_at`, when it last came back from
-  down. A Meta failure probed before `settled_since`, and any result probed before
-  `recovered_at`, is *stale*: it is re-probed at once, and its service holds until then.
+  and settled (or its resolver came back), and `recovered_at`, when it last came back from
+  down; a third, `quic_since`, when QUIC last settled or changed between open and blocked,
+  restarts the HTTP/3 checks alone. A Meta failure probed before `settled_since`, and any
+  result probed before `recovered_at`, is *stale*: it is re-probed at once, and its service
+  holds until then.
 - A check is *failing* when its last result is a fresh, measured failure, confirmed
   (confirm_failures in a row: the first failure plus its fast re-check), and every control
   check ran after the failure that confirmed it. Blocked or crashed probes measure nothing.
@@ -96,6 +100,15 @@ class VantageHealth:
     # settled_since, and any result probed before recovered_at, are stale.
     settled_since: float = -math.inf
     recovered_at: float = -math.inf
+    # When QUIC last became judgeable or unjudgeable (quic_ok changed): HTTP/3 checks'
+    # failures probed before are stale. Only HTTP/3 checks: the others are judged as before.
+    quic_since: float = -math.inf
+    # False while an HTTP/3 control check has an unconfirmed failure: the services with a
+    # failing HTTP/3 check hold still (the others are judged as usual).
+    quic_settled: bool = True
+    # When every HTTP/3 control check last ran, while QUIC is open: an HTTP/3 check's failure
+    # is vouched for by both kinds of control checks, any other check's by the others only.
+    quic_verified_at: float = math.inf
 
     @property
     def judging(self) -> bool:
@@ -106,6 +119,16 @@ class VantageHealth:
     def fresh_from(self) -> float:
         """Meta results probed before this moment are stale."""
         return max(self.settled_since, self.recovered_at)
+
+    def settled_for(self, over_quic: bool) -> float:
+        """settled_since as one check sees it: HTTP/3 checks also restart at quic_since."""
+        return max(self.settled_since, self.quic_since) if over_quic else self.settled_since
+
+    def fresh_for(self, over_quic: bool) -> float:
+        return max(self.settled_for(over_quic), self.recovered_at)
+
+    def verified_for(self, over_quic: bool) -> float:
+        return min(self.verified_at, self.quic_verified_at) if over_quic else self.verified_at
 
 
 def unjudgeable(result: ProbeResult, vantage: VantageHealth) -> bool:
@@ -119,7 +142,13 @@ def unjudgeable(result: ProbeResult, vantage: VantageHealth) -> bool:
     )
 
 
-def counts(result: ProbeResult, measured_under: VantageHealth, vouched_by: VantageHealth) -> bool:
+def counts(
+    result: ProbeResult,
+    measured_under: VantageHealth,
+    vouched_by: VantageHealth,
+    *,
+    over_quic: bool = False,
+) -> bool:
     """Pure: does this Meta result count toward the SLI (meta_probes_judged_total)?
 
     The verdict's evidence rule for every result, success or failure alike: measured while
@@ -130,12 +159,20 @@ def counts(result: ProbeResult, measured_under: VantageHealth, vouched_by: Vanta
     passed (the runtime drops them): the SLI must treat successes and failures alike, and
     failures are vouched for at once (they wake the control checks) while successes wait
     for the controls' next run, so voiding all that waits at a blip would void mostly
-    successes and inflate the error ratio (5 % packet loss read as a burning budget)."""
+    successes and inflate the error ratio (5 % packet loss read as a burning budget).
+    An HTTP/3 check's results, successes too, count only while QUIC is judgeable: counting
+    its successes but not its QUIC failures would bias the ratio towards "up"."""
+    if over_quic and not (
+        measured_under.quic_ok and measured_under.quic_settled and vouched_by.quic_ok
+    ):
+        return False
     return (
         measured_under.judging
         and vouched_by.judging
         and result.measured
-        and measured_under.fresh_from <= result.started_at <= vouched_by.verified_at
+        and measured_under.fresh_for(over_quic)
+        <= result.started_at
+        <= vouched_by.verified_for(over_quic)
         and result.started_at >= vouched_by.recovered_at
         and not unjudgeable(result, measured_under)
         and not unjudgeable(result, vouched_by)
@@ -185,6 +222,22 @@ QUIC_BLOCKED = (
     "this network blocks QUIC (every HTTP/3 control check fails): "
     "QUIC failures are not blamed on Meta"
 )
+QUIC_UNCHECKED = (
+    "the HTTP/3 control checks cannot run (blocked by the egress policy, or an internal "
+    "error): QUIC failures are not blamed on Meta"
+)
+
+
+def _against_quic(state: CheckState, confirm: int) -> bool:
+    """An HTTP/3 control check that says QUIC cannot be vouched for from here: a confirmed
+    failure at the quic layer (a failure above it proves the handshake worked; one below
+    it, at DNS, is our resolver's), or a probe that could not run at all."""
+    last = state.last
+    if last is None or last.success:
+        return False
+    if not last.measured:
+        return True
+    return last.layer is Layer.QUIC and state.consecutive_failures >= confirm
 
 
 def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int) -> VantageHealth:
@@ -195,17 +248,26 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
         return VantageHealth(
             True, "control checks have not run yet", verified_at=-math.inf, known=False
         )
-    # Every control check vouches and settles; the HTTP/3 ones only answer "is QUIC open".
-    verified_at = min(s.last.started_at for _, s in checks if s.last is not None)
-    settled = not any(_unconfirmed_failure(state, confirm) for _, state in checks)
+    # Every control check settles; the HTTP/3 ones only answer "is QUIC open", and vouch
+    # only while it is (QUIC-blind, their 5 s timeouts would delay every other verdict).
+    settled = not any(_unconfirmed_failure(s, confirm) for spec, s in checks if not spec.over_quic)
     quic = [state for spec, state in checks if spec.over_quic]
-    quic_ok = not quic or not all(_control_failed(s, confirm) for s in quic)
+    quic_settled = not any(_unconfirmed_failure(s, confirm) for s in quic)
+    quic_ok = not quic or not all(_against_quic(s, confirm) for s in quic)
+
+    def last_run(states: Iterable[CheckState]) -> float:
+        return min((s.last.started_at for s in states if s.last is not None), default=math.inf)
+
+    verified_at = last_run(s for spec, s in checks if not spec.over_quic)
+    # QUIC-blind, the HTTP/3 controls vouch for nothing: QUIC failures are silent then.
+    quic_verified_at = last_run(quic) if quic_ok else math.inf
     checks = [(spec, state) for spec, state in checks if not spec.over_quic]
     resolver_checks = [state for spec, state in checks if spec.kind == "dns"]
     dns_ok = not resolver_checks or not all(_control_failed(s, confirm) for s in resolver_checks)
     down = [spec for spec, state in checks if _control_failed(state, confirm)]
     passing = len(checks) - len(down)
-    if passing * 2 <= len(checks):
+    # Only HTTP/3 control checks: nothing speaks for the uplink itself (config warns).
+    if checks and passing * 2 <= len(checks):
         blocked = all(
             state.last is not None and not state.last.measured
             for spec, state in checks
@@ -225,23 +287,38 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
             dns_ok,
             quic_ok,
             verified_at,
+            quic_settled=quic_settled,
+            quic_verified_at=quic_verified_at,
         )
     notes = []
     if not dns_ok:
         notes.append("this vantage's resolver fails: DNS failures are not blamed on Meta")
     if not quic_ok:
-        notes.append(QUIC_BLOCKED)
+        unchecked = all(s.last is not None and not s.last.measured for s in quic)
+        notes.append(QUIC_UNCHECKED if unchecked else QUIC_BLOCKED)
     if notes:
         detail = "; ".join(notes)
     elif down:
         detail = f"{passing} of {len(checks)} control checks pass"
     else:
         detail = "control checks pass"
-    return VantageHealth(True, detail, settled, dns_ok, quic_ok, verified_at)
+    return VantageHealth(
+        True,
+        detail,
+        settled,
+        dns_ok,
+        quic_ok,
+        verified_at,
+        quic_settled=quic_settled,
+        quic_verified_at=quic_verified_at,
+    )
 
 
-def judge(state: CheckState, vantage: VantageHealth, confirm: int) -> Judgement:
+def judge(
+    state: CheckState, vantage: VantageHealth, confirm: int, *, over_quic: bool = False
+) -> Judgement:
     """Pure: what this check's last result says about Meta (see the module docstring)."""
+    settled_since = vantage.settled_for(over_quic)
     last = state.last
     if last is None:
         return Judgement.STALE
@@ -250,19 +327,20 @@ def judge(state: CheckState, vantage: VantageHealth, confirm: int) -> Judgement:
     if last.started_at < vantage.recovered_at:
         return Judgement.STALE
     if last.success:
-        fresh = last.started_at >= vantage.settled_since
+        fresh = last.started_at >= settled_since
         return Judgement.SLOW if fresh and state.consecutive_slow >= confirm else Judgement.PASSING
     if unjudgeable(last, vantage):
         return Judgement.SILENT
-    if last.started_at < vantage.settled_since or (
-        state.failing_since is not None and state.failing_since < vantage.settled_since
+    if last.started_at < settled_since or (
+        state.failing_since is not None and state.failing_since < settled_since
     ):
         return Judgement.STALE
     if state.consecutive_failures < confirm:
         return Judgement.PENDING
     # Vouched for: every control check ran after the failure that confirmed the streak.
     confirmed_at = state.confirmed_at if state.confirmed_at is not None else last.started_at
-    return Judgement.FAILING if confirmed_at <= vantage.verified_at else Judgement.PENDING
+    vouched = confirmed_at <= vantage.verified_for(over_quic)
+    return Judgement.FAILING if vouched else Judgement.PENDING
 
 
 def _lowest_layer(results: Iterable[ProbeResult]) -> Layer:
@@ -286,13 +364,18 @@ def service_verdict(
         return Verdict(Status.UNKNOWN, Layer.NONE, "not judged: " + vantage.detail)
     if not vantage.settled:
         return _hold("waiting for the control checks")
+    if not vantage.quic_settled and any(
+        spec.over_quic and (last := states.get(spec.key, CheckState()).last) and not last.success
+        for spec in service.checks
+    ):
+        return _hold("waiting for the HTTP/3 control checks")
     if service.dns_prefixes and withdrawn.issuperset(service.dns_prefixes):
         return _bgp_verdict(service, states, confirm)
     judged = [
         (
             spec,
             states.get(spec.key, CheckState()),
-            judge(states.get(spec.key, CheckState()), vantage, confirm),
+            judge(states.get(spec.key, CheckState()), vantage, confirm, over_quic=spec.over_quic),
         )
         for spec in service.checks
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -28,7 +29,10 @@ async def resolve(
         return await env.resolver.resolve(
             host,
             check.ip_family,
-            deadline=time.monotonic() + check.timeout,
+            # What is left of the probe's own deadline (event-loop time, converted): a
+            # redirect hop's lookup must not get a whole timeout again.
+            deadline=time.monotonic()
+            + min(check.timeout, run.deadline - asyncio.get_running_loop().time()),
             override=check.resolve_to if use_override else (),
         )
 

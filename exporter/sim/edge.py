@@ -14,7 +14,6 @@ and its request counts count them all. Two things are the edge's own:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import tempfile
@@ -255,6 +254,7 @@ class EdgeServer:
         return None if self.quic_silent else self.quic_delay
 
     async def start(self) -> int:
+        """Bind, then serve; on any failure everything started is undone before it raises."""
         if self._task is not None:
             raise RuntimeError("edge already started")
         if self._tcp:
@@ -264,6 +264,18 @@ class EdgeServer:
             udp = _bound_udp(self.host, self._requested_port)
             streams = []
         self.port = udp.getsockname()[1]
+        try:
+            await self._serve(streams, udp)
+        except BaseException:
+            await self.close()
+            if self._udp_transport is None:  # no transport took the socket over
+                udp.close()
+            for sock in streams:
+                sock.close()
+            raise
+        return self.port
+
+    async def _serve(self, streams: list[socket.socket], udp: socket.socket) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 resolver=_Origin(*self._origin), ssl=False, use_dns_cache=False
@@ -308,14 +320,17 @@ class EdgeServer:
                 raise RuntimeError(f"edge on {self.host}:{self.port} did not start in 10 s")
         finally:
             del loop.create_datagram_endpoint
-        return self.port
 
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             self._stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=10)
+            if not done:  # hypercorn will not stop: cancel it
+                task.cancel()
+                await asyncio.wait({task})
+            elif not task.cancelled():
+                task.exception()  # a failed start: start() already raised its error
         if self._udp_transport is not None:
             self._udp_transport.close()
             self._udp_transport = None

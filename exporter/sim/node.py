@@ -704,9 +704,12 @@ class SimNode:
                     quic = edge.EdgeServer(
                         self.ca, default, addr.host, server.port, addr.host, server.port, tcp=False
                     )
-                    await self._listen(
-                        f"https[{i}] http3", ListenAddr(addr.host, server.port), quic
-                    )
+                    try:
+                        await self._listen(
+                            f"https[{i}] http3", ListenAddr(addr.host, server.port), quic
+                        )
+                    except RuntimeError as exc:  # hypercorn did not start: said, not a trace
+                        raise NodeError(f"https[{i}].http3: {exc}") from exc
                     group.edges.append(quic)
 
     async def _start_tcp(self) -> None:
@@ -995,10 +998,12 @@ async def put_tcp_mode(request: web.Request) -> web.Response:
 
 async def put_quic(request: web.Request) -> web.Response:
     doc = await read_body(request, {"delay"}, set())
-    try:
-        delay = _number(doc["delay"], "delay", 0, MAX_QUIC_DELAY)
-    except SpecError as exc:
-        raise ControlError("delay", str(exc).split(": ", 1)[1]) from exc
+    delay = 0.0
+    if doc["delay"] != 0 or isinstance(doc["delay"], bool):  # 0 takes the delay away
+        try:
+            delay = _number(doc["delay"], "delay", 0, MAX_QUIC_DELAY)
+        except SpecError as exc:
+            raise ControlError("delay", str(exc).split(": ", 1)[1]) from exc
     edges = request.app[NODE_KEY].set_quic_delay(delay)
     if not edges:
         raise ControlError("delay", "this node serves no HTTP/3 (no https entry has http3)")

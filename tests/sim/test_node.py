@@ -487,6 +487,9 @@ async def test_http3_on_the_front_ends_own_address_and_port(
         result = await run_probe(h3(), env)
         assert result.success and result.phases[Phase.CONNECT] >= 0.2, dict(result.phases)
         await control.call("PUT", "/quic", {"delay": -1}, expect=400)
+        await control.call("PUT", "/quic", {"delay": False}, expect=400)
+        assert (await control.call("PUT", "/quic", {"delay": 0}))["delay"] == 0.0
+        await control.call("PUT", "/quic", {"delay": 0.2})
         await control.call("POST", "/reset")
         assert (await control.status())["https"][0]["http3"][0]["delay"] == 0.0
 

@@ -263,3 +263,38 @@ def test_command_line_overrides_replace_egress_and_resolvers() -> None:
     )
     assert loaded.egress.permits("127.0.0.1") and not loaded.egress.permits("157.240.1.35")
     assert [str(r) for r in loaded.resolvers] == ["127.0.0.1:5353"]
+
+
+H3_CONTROL = """
+control:
+  checks:
+    by_ip:
+      kind: http
+      url: https://192.0.2.1/
+"""
+
+
+def test_an_http3_check_needs_an_http3_control_check() -> None:
+    """Without one, a network that drops UDP 443 would read as Meta's QUIC failing."""
+    h3 = MINIMAL + '        http_version: "3"\n'
+    found = errors(h3 + H3_CONTROL)
+    assert any(
+        "services.facebook.checks.web.http_version" in line and "HTTP/3 control check" in line
+        for line in found
+    ), found
+    with_quic_control = (
+        H3_CONTROL
+        + '    quic:\n      kind: http\n      url: https://192.0.2.2/\n      http_version: "3"\n'
+    )
+    assert parse(h3 + with_quic_control).control is not None
+    assert parse(h3).control is None  # no control checks at all: nothing vouches, no rule
+
+
+def test_control_checks_cannot_all_be_http3() -> None:
+    only_quic = (
+        MINIMAL
+        + "control:\n  checks:\n    quic:\n      kind: http\n      url: https://192.0.2.2/\n"
+        + '      http_version: "3"\n'
+    )
+    found = errors(only_quic)
+    assert any("every control check is over HTTP/3" in line for line in found), found

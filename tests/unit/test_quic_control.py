@@ -116,3 +116,62 @@ def test_quic_open_again_probes_meta_quic_afresh() -> None:
     woken = {key for keys, _ in f.woken for key in keys}
     assert ("instagram", "web_h3") in woken  # its failure, probed while blind, is stale
     assert status(f) == (Status.UP, Layer.NONE)
+
+
+def test_quic_blocked_or_open_again_restarts_only_the_http3_checks() -> None:
+    """A confirmed Meta failure over TCP stays failing when QUIC becomes blind: only the
+    HTTP/3 checks are judged afresh (alerts on meta_check_failing must not reset)."""
+    f = feed()
+    controls(f, 0)
+    instagram(f, 1)
+    f.result("instagram", "web", 16, Reason.HTTP_STATUS)
+    controls(f, 17)
+    f.result("instagram", "web", 18, Reason.HTTP_STATUS)
+    controls(f, 19)
+    record = f.runtime.store.records[("instagram", "web")]
+    assert status(f) == (Status.DOWN, Layer.HTTP) and record.counted_failing
+    controls(f, 30, Reason.QUIC_TIMEOUT)
+    controls(f, 32, Reason.QUIC_TIMEOUT)
+    assert not f.runtime.vantage.quic_ok
+    assert record.consecutive_failures == 2 and record.counted_failing
+    assert status(f) == (Status.DOWN, Layer.HTTP)
+
+
+def test_the_http3_controls_stay_out_of_our_own_error_ratio() -> None:
+    f = feed()
+    controls(f, 0)  # not counted: the vantage is not known before every control ran
+    controls(f, 15, Reason.QUIC_TIMEOUT)
+    controls(f, 30, Reason.QUIC_TIMEOUT)
+    records = f.runtime.store.records
+    assert records[("control", "resolver")].judged_total == 2
+    assert all(records[("control", name)].judged_total == 0 for name in QUIC_CONTROLS)
+
+
+def test_a_quic_control_blip_holds_only_the_services_failing_over_quic() -> None:
+    """One HTTP/3 control fails once: TCP verdicts go on (a Meta TCP failure is confirmed
+    and reported), while a service with a failing HTTP/3 check holds its verdict."""
+    services = {
+        **SERVICES,
+        "facebook": {
+            "checks": {
+                "web": {
+                    "kind": "http",
+                    "url": "https://www.facebook.com/",
+                    "valid_status_codes": ["<500"],
+                }
+            }
+        },
+    }
+    f = Feed(services, QUIC_CONTROLS)
+    controls(f, 0)
+    instagram(f, 1)
+    f.result("facebook", "web", 1)
+    f.result("control", "google_h3", 10, Reason.QUIC_TIMEOUT)  # a blip: unconfirmed
+    assert f.runtime.vantage.settled and not f.runtime.vantage.quic_settled
+    f.result("facebook", "web", 16, Reason.HTTP_STATUS)
+    f.controls(17, which=CONTROLS)
+    f.result("facebook", "web", 18, Reason.HTTP_STATUS)
+    f.controls(19, which=CONTROLS)
+    assert f.runtime.services["facebook"].status is Status.DOWN
+    instagram(f, 20, Reason.QUIC_TIMEOUT)
+    assert status(f) == (Status.UP, Layer.NONE)  # held: QUIC is being re-verified

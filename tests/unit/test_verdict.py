@@ -330,7 +330,9 @@ def test_quic_is_blocked_only_when_every_quic_control_fails(
     vantage = vantage_health(
         zip(QUIC_CONTROL, [ok(), ok(), ok(), *quic_states], strict=True), CONFIRM
     )
-    assert (vantage.up, vantage.quic_ok, vantage.settled) == (True, quic_ok, settled)
+    # A QUIC control being confirmed unsettles QUIC only: the vantage stays settled.
+    assert (vantage.up, vantage.settled) == (True, True)
+    assert (vantage.quic_ok, vantage.quic_settled) == (quic_ok, settled)
 
 
 def test_quic_failures_on_a_quic_blind_vantage_are_silent_not_failing() -> None:
@@ -343,6 +345,52 @@ def test_quic_failures_on_a_quic_blind_vantage_are_silent_not_failing() -> None:
     # A failure above QUIC (the handshake completed) still says something about Meta.
     keyed[("instagram", "web_h3")] = failing(Reason.HTTP_STATUS)
     assert service_verdict(QUIC_SERVICE, keyed, blind, CONFIRM).status is Status.DEGRADED
+
+
+def test_a_quic_control_failing_above_quic_proves_quic_open() -> None:
+    """An HTTP/3 control answering 503 completed its QUIC handshake: QUIC is open here."""
+    states = [ok(), ok(), ok(), failing(Reason.HTTP_STATUS), failing(Reason.QUIC_TIMEOUT)]
+    assert vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM).quic_ok
+
+
+def test_quic_controls_that_cannot_run_say_so_and_judge_no_quic() -> None:
+    states = [ok(), ok(), ok(), blocked(), blocked()]
+    vantage = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    assert not vantage.quic_ok and "cannot run" in vantage.detail
+
+
+def test_quic_controls_vouch_only_for_http3_checks_and_only_while_quic_is_open() -> None:
+    """A Meta TCP failure waits for the other control checks only (an HTTP/3 control's
+    next run may take a 5 s timeout); an HTTP/3 check's failure waits for both kinds, and
+    QUIC-blind the HTTP/3 controls vouch for nothing (QUIC failures are silent then)."""
+
+    def ran(started: float, reason: Reason = Reason.OK) -> CheckState:
+        last = ProbeResult(reason is Reason.OK, reason, 0.1, started)
+        return CheckState(last, 0 if reason is Reason.OK else CONFIRM, 0)
+
+    quic_old = ran(90.0, Reason.QUIC_TIMEOUT)
+    states = [ran(101.0), ran(101.0), ran(101.0), quic_old, quic_old]
+    blind = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    assert not blind.quic_ok
+    assert (blind.verified_for(False), blind.verified_for(True)) == (101.0, 101.0)
+    states[3] = ran(90.0)  # one passes: QUIC open, and it vouches again
+    open_ = vantage_health(zip(QUIC_CONTROL, states, strict=True), CONFIRM)
+    assert (open_.verified_for(False), open_.verified_for(True)) == (101.0, 90.0)
+    keyed = {
+        ("instagram", "web"): at(95.0, Reason.HTTP_STATUS, CONFIRM),
+        ("instagram", "web_h3"): at(95.0, Reason.QUIC_TIMEOUT, CONFIRM),
+    }
+    verdict = service_verdict(QUIC_SERVICE, keyed, open_, CONFIRM)
+    # web is failing (vouched by 101); web_h3 is not yet (its controls last ran at 90).
+    assert (verdict.status, verdict.layer) == (Status.DOWN, Layer.HTTP), verdict.detail
+    assert "web_h3" not in verdict.detail
+
+
+def test_only_quic_control_checks_do_not_take_the_vantage_down() -> None:
+    only_quic = QUIC_CONTROL[3:]
+    states = [failing(Reason.QUIC_TIMEOUT), failing(Reason.QUIC_TIMEOUT)]
+    vantage = vantage_health(zip(only_quic, states, strict=True), CONFIRM)
+    assert vantage.up and not vantage.quic_ok
 
 
 def test_meta_quic_failure_with_quic_open_is_degraded_at_quic() -> None:
@@ -530,6 +578,15 @@ def test_counts_in_the_sli(
 ) -> None:
     probe = ProbeResult(reason is Reason.OK, reason, 0.1, started)
     assert counts(probe, measured_under, vouched_by) is counted
+
+
+@pytest.mark.parametrize("reason", [Reason.OK, Reason.QUIC_TIMEOUT, Reason.HTTP_STATUS])
+def test_an_http3_checks_results_count_only_while_quic_is_judgeable(reason: Reason) -> None:
+    """Successes too: counting them but not the QUIC failures would bias the SLI to "up"."""
+    probe = ProbeResult(reason is Reason.OK, reason, 0.1, 160.0)
+    assert not counts(probe, SETTLED, QUIC_BLIND, over_quic=True)
+    assert not counts(probe, QUIC_BLIND, SETTLED, over_quic=True)
+    assert counts(probe, SETTLED, SETTLED, over_quic=True)
 
 
 def test_non_critical_check_alone_never_makes_a_service_down() -> None:

@@ -62,8 +62,9 @@ step, and when a deadline below falls due:
  (iv)  no service is up unless one of its critical checks (all its checks if none is) last
        measured a success (blocked probes measure nothing) - or, the documented hold ("one
        lost packet is never an outage"), that check's failures since its last success began
-       less than UP_HOLD = 2 * (recheck_interval + 2*timeout) ago: the failure's own
-       confirmation plus one confirmation of the control checks.
+       less than UP_HOLD = 2 * (recheck_interval + 2*timeout) ago (or the config was
+       reloaded less than that ago, as in (iii)): the failure's own confirmation plus one
+       confirmation of the control checks.
 
 Run: .venv/bin/pytest tests/unit/test_verdict_model.py (2000 examples, about two minutes on
 two cores). How often each rule and invariant fired, and each invariant's violations, without
@@ -882,7 +883,10 @@ class VerdictModel(RuleBasedStateMachine):
         if measured.last_ok:
             return True
         assert measured.failing_since is not None
-        return measured.after_success and now - measured.failing_since <= UP_HOLD
+        # As (iii)'s deadline, the hold restarts at a reload: it cancels the probes in flight
+        # and re-verifies the vantage before Meta failures count (README, "config reload").
+        since = max(measured.failing_since, self.last_reload)
+        return measured.after_success and now - since <= UP_HOLD
 
     def _down_deadlines(self) -> dict[str, tuple[float, float]]:
         """(iii): per service judged now, the start of its window and its deadline."""
