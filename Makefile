@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 # The uplink/resolver transition scenarios at the shipped 15 s interval: minutes of waiting
 # each, so they run apart from the rest, in parallel, one lab per pytest-xdist worker and one
-# worker per scenario (5).
-TRANSITIONS := tests/lab/test_transitions.py
+# worker per scenario (6).
+TRANSITIONS := tests/lab/test_transitions.py tests/lab/test_transitions_quic.py
 TRANSITIONS_PYTEST := $(BIN)/pytest -n 6 --dist load
 
 $(STAMP): pyproject.toml
@@ -30,7 +30,7 @@ test: $(STAMP)
 	./scripts/install-system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --ignore=$(TRANSITIONS) $(PYTEST_ARGS)
+	$(BIN)/pytest $(addprefix --ignore=,$(TRANSITIONS)) $(PYTEST_ARGS)
 	$(TRANSITIONS_PYTEST) $(PYTEST_ARGS) $(TRANSITIONS)
 
 ## Only the transition scenarios (tests/lab/test_transitions.py; root, about 7 minutes):

@@ -238,6 +238,10 @@ class LabSettings:
     timeout: float = 1.5  # above the 1 s SYN retransmit: one lost packet is not a failed probe
     latency_threshold: float = 0.25
     dns_attempt: float = 0.25
+    # False: the catalogue's HTTP/3 checks (Meta's and the controls') are disabled. The
+    # shipped-timing uplink transitions run so until the failure in issue 15's note is
+    # understood (with them, six labs on two cores saw false pages after recovery).
+    http3: bool = True
 
     @property
     def detection_bound(self) -> float:
@@ -270,8 +274,25 @@ def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
     services: dict[str, Any] = {
         s.name: {"dns_prefixes": dns_prefixes} for s in load_config(None).meta_services
     }
-    services["facebook"]["checks"] = auth
-    services["instagram"]["checks"] = auth
+    services["facebook"]["checks"] = dict(auth)
+    services["instagram"]["checks"] = dict(auth)
+    control: dict[str, Any] = {
+        "cloudflare": {"url": f"https://{CONTROL_WEB_IP}/"},
+        "google": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
+        "google_h3": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
+        "cloudflare_h3": {"url": f"https://{CONTROL_WEB_IP}/"},
+    }
+    if not settings.http3:
+        catalogue = load_config(None)
+        for service in catalogue.services:
+            for check in service.checks:
+                if check.over_quic:
+                    where = (
+                        control
+                        if service.is_control
+                        else services[service.name].setdefault("checks", {})
+                    )
+                    where[check.name] = {"enabled": False}
     feeds = f"{FEEDS}:{FEEDS_PORT}"
     return {
         "global": {
@@ -296,14 +317,7 @@ def exporter_config(ca_file: Path, settings: LabSettings) -> dict[str, Any]:
                 "seed": {"enabled": True, "url": f"http://{feeds}/data/looking-glass/data.json"},
             },
         },
-        "control": {
-            "checks": {
-                "cloudflare": {"url": f"https://{CONTROL_WEB_IP}/"},
-                "google": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
-                "google_h3": {"url": "https://www.example.com/", "valid_status_codes": ["<500"]},
-                "cloudflare_h3": {"url": f"https://{CONTROL_WEB_IP}/"},
-            }
-        },
+        "control": {"checks": control},
     }
 
 
