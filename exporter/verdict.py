@@ -100,8 +100,8 @@ class VantageHealth:
     # settled_since, and any result probed before recovered_at, are stale.
     settled_since: float = -math.inf
     recovered_at: float = -math.inf
-    # When QUIC last became judgeable or unjudgeable (quic_ok changed): HTTP/3 checks'
-    # failures probed before are stale. Only HTTP/3 checks: the others are judged as before.
+    # When QUIC last settled, or became judgeable or unjudgeable (quic_ok changed): HTTP/3
+    # checks' failures probed before are stale. Only HTTP/3 checks: the others are not.
     quic_since: float = -math.inf
     # False while an HTTP/3 control check has an unconfirmed failure: the services with a
     # failing HTTP/3 check hold still (the others are judged as usual).
@@ -115,16 +115,12 @@ class VantageHealth:
         """Meta results measured now can count: known, up and settled."""
         return self.known and self.up and self.settled
 
-    @property
-    def fresh_from(self) -> float:
-        """Meta results probed before this moment are stale."""
-        return max(self.settled_since, self.recovered_at)
-
     def settled_for(self, over_quic: bool) -> float:
         """settled_since as one check sees it: HTTP/3 checks also restart at quic_since."""
         return max(self.settled_since, self.quic_since) if over_quic else self.settled_since
 
     def fresh_for(self, over_quic: bool) -> float:
+        """This check's results probed before this moment are stale."""
         return max(self.settled_for(over_quic), self.recovered_at)
 
     def verified_for(self, over_quic: bool) -> float:
@@ -266,6 +262,19 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
     dns_ok = not resolver_checks or not all(_control_failed(s, confirm) for s in resolver_checks)
     down = [spec for spec, state in checks if _control_failed(state, confirm)]
     passing = len(checks) - len(down)
+
+    def health(up: bool, detail: str) -> VantageHealth:
+        return VantageHealth(
+            up,
+            detail,
+            settled,
+            dns_ok,
+            quic_ok,
+            verified_at,
+            quic_settled=quic_settled,
+            quic_verified_at=quic_verified_at,
+        )
+
     # Only HTTP/3 control checks: nothing speaks for the uplink itself (config warns).
     if checks and passing * 2 <= len(checks):
         blocked = all(
@@ -279,16 +288,10 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
             if not passing
             else f"{len(down)} of {len(checks)} control checks are"
         )
-        return VantageHealth(
+        return health(
             False,
             f"{which} {why}: the problem is this vantage's network, "
             "so Meta cannot be judged from here",
-            settled,
-            dns_ok,
-            quic_ok,
-            verified_at,
-            quic_settled=quic_settled,
-            quic_verified_at=quic_verified_at,
         )
     notes = []
     if not dns_ok:
@@ -302,16 +305,7 @@ def vantage_health(control: Iterable[tuple[CheckSpec, CheckState]], confirm: int
         detail = f"{passing} of {len(checks)} control checks pass"
     else:
         detail = "control checks pass"
-    return VantageHealth(
-        True,
-        detail,
-        settled,
-        dns_ok,
-        quic_ok,
-        verified_at,
-        quic_settled=quic_settled,
-        quic_verified_at=quic_verified_at,
-    )
+    return health(True, detail)
 
 
 def judge(
