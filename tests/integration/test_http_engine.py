@@ -350,3 +350,20 @@ async def test_a_ca_bundle_gone_at_probe_time_is_our_error_not_metas(
     assert_outcome(result, Reason.INTERNAL_ERROR, Layer.NONE)
     assert not result.measured
     assert frontend.state.requests[WWW] == 0
+
+
+async def test_http3_clients_that_give_up_cost_the_edge_only_their_streams(
+    edge: EdgeServer, frontend: FrontendServer, probe_env: ProbeEnv
+) -> None:
+    """Probes that reach their deadline mid-answer reset their streams; the edge's QUIC
+    listener must go on serving (hypercorn's own HTTP/3 let the reset kill it, and every
+    later handshake timed out: Meta read "degraded at quic" for the rest of a lab run)."""
+    frontend.state.set_fault(Fault(host=WWW, delay=0.4))
+    gave_up = await asyncio.gather(
+        *(run_probe(check_at(edge.port, "3", timeout=0.2), probe_env) for _ in range(4))
+    )
+    assert {r.reason for r in gave_up} == {Reason.HTTP_TIMEOUT}, [r.detail for r in gave_up]
+    await asyncio.sleep(0.4)  # the front end answers now, into streams nobody reads
+    frontend.state.clear_faults()
+    result = await run_probe(check_at(edge.port, "3", timeout=2.0), probe_env)
+    assert_outcome(result, Reason.OK, Layer.NONE)

@@ -46,15 +46,21 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 
 def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.1
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    step: float = 0.1,
+    describe: Callable[[], str] | None = None,
 ) -> float:
-    """Poll until predicate() holds; returns the seconds it took. Fails after `timeout`."""
+    """Poll until predicate() holds; returns the seconds it took. Fails after `timeout`,
+    with what `describe` says of the state then."""
     start = time.monotonic()
     while True:
         if predicate():
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}")
+            found = "" if describe is None else f": {describe()}"
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}{found}")
         time.sleep(step)
 
 

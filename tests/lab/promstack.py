@@ -309,7 +309,10 @@ async def alerting_stack(
             )
             # Healthy first: every service up in every vantage, nothing firing.
             await wait_async(
-                lambda: all_up(evaluator, regions), 40, "all services up in Prometheus"
+                lambda: all_up(evaluator, regions),
+                40,
+                "all services up in Prometheus",
+                lambda: not_up(evaluator),
             )
             yield Stack(hook, manager, evaluator, servers)
         finally:
@@ -322,12 +325,32 @@ def all_up(prometheus: Prometheus, regions: int) -> bool:
     return len(up) == META_SERVICES * regions
 
 
-async def wait_async(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+def not_up(prometheus: Prometheus) -> str:
+    """Which services Prometheus holds in another status than up, and where."""
+    found = prometheus.query('meta_service_status{status!="up"} == 1')
+    return (
+        "; ".join(
+            sorted(
+                " ".join(f"{k}={v}" for k, v in sorted(s["metric"].items()) if k != "__name__")
+                for s in found
+            )
+        )
+        or "none (a series missing: not every vantage scraped yet)"
+    )
+
+
+async def wait_async(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    describe: Callable[[], str] | None = None,
+) -> float:
     """Poll `predicate` (in a thread: it may block on HTTP) until it holds; the seconds it
-    took. Fails the test after `timeout`."""
+    took. Fails the test after `timeout`, with what `describe` says of the state then."""
     start = time.monotonic()
     while not await asyncio.to_thread(predicate):
         if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            found = "" if describe is None else f": {await asyncio.to_thread(describe)}"
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{found}")
         await asyncio.sleep(0.25)
     return time.monotonic() - start

@@ -346,16 +346,31 @@ def healed(lab: Lab) -> None:
     unknown = ALLOWED_ALERTS - shipped_alert_names()
     assert not unknown, f"allowed alerts missing from the shipped rules: {unknown}"
     lab.heal()
-    wait_until(lambda: all_up(lab), HEALTHY_WITHIN, "every service up on every vantage", step=0.5)
+    wait_until(
+        lambda: all_up(lab),
+        HEALTHY_WITHIN,
+        "every service up on every vantage",
+        step=0.5,
+        describe=lambda: not_up(lab),
+    )
 
 
 def all_up(lab: Lab) -> bool:
     """Every Meta service up on every vantage, now."""
+    return not not_up(lab)
+
+
+def not_up(lab: Lab) -> str:
+    """Every Meta service not up, on which vantage, and why ("" when all are up)."""
+    found = []
     for vantage in lab.vantages:
-        found = {s["name"]: s.get("status") for s in lab.status(vantage.index)["services"]}
-        if any(found.get(name) != "up" for name in ALL_META):
-            return False
-    return True
+        for service in lab.status(vantage.index)["services"]:
+            if service["name"] in ALL_META and service.get("status") != "up":
+                found.append(
+                    f"vantage {vantage.index} {service['name']} {service.get('status')} at "
+                    f"{service.get('layer')}: {service.get('detail')}"
+                )
+    return "; ".join(found)
 
 
 @contextlib.asynccontextmanager
@@ -378,7 +393,12 @@ async def watched(lab: Lab, workdir: Path) -> AsyncIterator[Watch]:
         # The fault starts from a healthy lab: starting ten servers at once on a small machine
         # (five labs side by side) can hold probes back past the latency threshold, and a
         # service left degraded (slow) by that is not what these scenarios are about.
-        await wait_async(lambda: all_up(lab), HEALTHY_WITHIN, "every service up before the fault")
+        await wait_async(
+            lambda: all_up(lab),
+            HEALTHY_WITHIN,
+            "every service up before the fault",
+            lambda: not_up(lab),
+        )
         watch = Watch(lab, {"one vantage": one.result(), "three regions": three.result()}, began)
         task = asyncio.create_task(watch.run())
         try:
