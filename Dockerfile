@@ -16,7 +16,11 @@
 # tests/deploy/test_dockerfile.py lints this file (hadolint) and replays its RUN steps in
 # fresh virtualenvs, then starts the ENTRYPOINT and runs the HEALTHCHECK (README, "Container").
 
-FROM python:3.11-slim-bookworm AS build
+# The base of both stages. tests/deploy/test_image.py builds this file in podman on a base
+# bootstrapped from Debian bookworm's own python3 (no registry is reachable there).
+ARG BASE=python:3.11-slim-bookworm
+
+FROM ${BASE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -35,7 +39,7 @@ COPY exporter ./exporter
 RUN pip wheel --no-deps --wheel-dir /wheels/app .
 
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 
 LABEL org.opencontainers.image.title="meta-outage-exporter" \
       org.opencontainers.image.description="Is Meta (Facebook, Instagram, WhatsApp, ...) down, at which layer, or is it us?" \

@@ -233,7 +233,8 @@ def _table(flags: dict[str, Any]) -> tuple[Json, Json]:
     ]
     options = {
         "cellHeight": "sm",
-        "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
+        # No "fields": the table's footer takes a list of field names (or none: all).
+        "footer": {"countRows": False, "reducer": ["sum"], "show": False},
         "showHeader": True,
         "sortBy": [{"desc": False, "displayName": flags.pop("sort_by", "service")}],
     }

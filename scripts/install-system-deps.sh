@@ -2,7 +2,8 @@
 # Debian packages the full test suite uses: the lab (iproute2, nftables), the end-to-end
 # alerting tests (prometheus, prometheus-alertmanager) and the benchmarks' reference
 # (prometheus-blackbox-exporter; `make bench`), and `docker-compose config` for deploy/compose/ (it only
-# parses: no engine needed), and chromium for the status page's browser tests. Installs only
+# parses: no engine needed), chromium for the status page's browser tests, and podman with
+# debootstrap to build and run the container image. Installs only
 # what is missing; needs root and apt-get.
 # Without root it says what is missing and exits 0: those tests then skip with a message.
 set -euo pipefail
@@ -13,6 +14,8 @@ declare -A wanted=(
   [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [docker-compose]=docker-compose [setpriv]=util-linux [chromium]=chromium
   [taskset]=util-linux  # bench/: pins each exporter to one core
+  # tests/deploy/test_image.py: builds and runs the Dockerfile on a locally bootstrapped base
+  [podman]=podman [debootstrap]=debootstrap
 )
 missing=()
 for command in "${!wanted[@]}"; do

@@ -70,10 +70,20 @@ def instructions(text: str) -> list[Instruction]:
 
 
 def stages(text: str) -> list[Stage]:
+    """The stages, each FROM's image with the ARG defaults declared before the first FROM
+    substituted (`ARG BASE=python:3.11-slim-bookworm` then `FROM ${BASE}`)."""
     result: list[Stage] = []
+    defaults: dict[str, str] = {}
     for instruction in instructions(text):
+        if instruction.keyword == "ARG" and not result:
+            name, _, value = instruction.args.partition("=")
+            defaults[name.strip()] = value.strip()
         if instruction.keyword == "FROM":
-            words = instruction.args.split()
+            words = re.sub(
+                r"\$\{(\w+)\}|\$(\w+)",
+                lambda m: defaults.get(m[1] or m[2], m[0]),
+                instruction.args,
+            ).split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             result.append(Stage(words[0], name, []))
         elif not result:

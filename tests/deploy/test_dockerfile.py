@@ -79,7 +79,7 @@ def test_hadolint_passes() -> None:
 
 @needs_hadolint
 def test_hadolint_flags_a_worse_dockerfile(tmp_path: Path) -> None:
-    worse = DOCKERFILE.read_text().replace("python:3.11-slim-bookworm AS build", "python AS build")
+    worse = DOCKERFILE.read_text().replace("FROM ${BASE} AS build", "FROM python AS build")
     worse = worse.replace("USER 65532:65532", "USER root")
     (tmp_path / "Dockerfile").write_text(worse)
     result = hadolint(tmp_path / "Dockerfile")
