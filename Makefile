@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: run test transitions lint venv clean demo manifests dashboards bench
 
 # The uplink/resolver transition scenarios at the shipped 15 s interval: minutes of waiting
-# each, so they run apart from the rest, in parallel, one lab per pytest-xdist worker and one
-# worker per scenario (6).
+# each, so they run apart from the rest, (a)-(e) in parallel, one lab per pytest-xdist worker
+# and one worker per scenario (5), then (f), whose lab probes HTTP/3 too, alone: a sixth lab
+# beside the five left two cores short of CPU, and the labs' simulated DNS answered SERVFAIL
+# or late (issue 15's note).
 TRANSITIONS := tests/lab/test_transitions.py tests/lab/test_transitions_quic.py
-TRANSITIONS_PYTEST := $(BIN)/pytest -n 6 --dist load
+TRANSITIONS_PYTEST = $(BIN)/pytest -n 5 --dist load $(PYTEST_ARGS) tests/lab/test_transitions.py \
+	&& $(BIN)/pytest $(PYTEST_ARGS) tests/lab/test_transitions_quic.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +34,13 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(addprefix --ignore=,$(TRANSITIONS)) $(PYTEST_ARGS)
-	$(TRANSITIONS_PYTEST) $(PYTEST_ARGS) $(TRANSITIONS)
+	$(TRANSITIONS_PYTEST)
 
 ## Only the transition scenarios (tests/lab/test_transitions.py; root, about 7 minutes):
 ## figures in test-artifacts/lab-transitions.json.
 transitions: $(STAMP)
 	./scripts/install-system-deps.sh
-	$(TRANSITIONS_PYTEST) $(PYTEST_ARGS) $(TRANSITIONS)
+	$(TRANSITIONS_PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -98,8 +98,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _transitions and not _is_worker(session.config):
         ARTIFACTS.mkdir(exist_ok=True)
-        ordered = dict(sorted(_transitions.items()))
-        (ARTIFACTS / TRANSITIONS_FILE).write_text(json.dumps(ordered, indent=2))
+        path = ARTIFACTS / TRANSITIONS_FILE
+        # `make transitions` runs (a)-(e), then (f) in a session of its own: merge, so the
+        # file holds every scenario of the newest run of each.
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        merged = {**earlier, **_transitions}
+        path.write_text(json.dumps(dict(sorted(merged.items())), indent=2))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -43,7 +43,7 @@ Each scenario waits on 15 s intervals for minutes, so they run in parallel, each
 lab (every pytest-xdist worker builds its own module-scoped lab; run ids, management nets and
 Prometheus/Alertmanager ports are claimed per lab):
 
-    make transitions       # as root: pytest -n 6 --dist load tests/lab/test_transitions.py
+    make transitions       # as root: pytest -n 5 --dist load tests/lab/test_transitions.py, then (f) alone
 
 Without -n they run one after another in one lab (healed between scenarios), about 20 min.
 """
@@ -183,7 +183,7 @@ class Watch:
             self.errors.append(f"vantage {index} status: {error}")
             return None
         return {
-            s["name"]: (s.get("status", "none"), s.get("layer", "none"), s.get("detail", ""))
+            s["name"]: (s.get("status", "none"), s.get("layer", "none"), _detail(s))
             for s in document["services"]
             if not s["control"]
         }
@@ -358,6 +358,20 @@ def healed(lab: Lab) -> None:
 def all_up(lab: Lab) -> bool:
     """Every Meta service up on every vantage, now."""
     return not not_up(lab)
+
+
+def _detail(service: dict[str, Any]) -> str:
+    """The service's detail and, when it is not up, why each failing check failed (the
+    reason and the probe's own words): an offending poll must say what was probed."""
+    detail = service.get("detail", "")
+    if service.get("status") in (None, "up"):
+        return detail
+    failing = [
+        f"{c['name']}: {c['last_result']['reason']} ({c['last_result']['detail'][:60]})"
+        for c in service["checks"]
+        if c["last_result"] and not c["last_result"]["success"]
+    ]
+    return f"{detail} [{'; '.join(failing)}]" if failing else detail
 
 
 def not_up(lab: Lab) -> str:
