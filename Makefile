@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(BIN)/pytest $(addprefix --ignore=,$(TRANSITIONS)) $(PYTEST_ARGS)
 	$(TRANSITIONS_PYTEST)
 
-## Only the transition scenarios (tests/lab/test_transitions.py; root, about 7 minutes):
+## Only the transition scenarios (tests/lab/test_transitions*.py; root, about 11 minutes):
 ## figures in test-artifacts/lab-transitions.json.
 transitions: $(STAMP)
 	./scripts/install-system-deps.sh

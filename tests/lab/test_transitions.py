@@ -382,7 +382,7 @@ def not_up(lab: Lab) -> str:
             if service["name"] in ALL_META and service.get("status") != "up":
                 found.append(
                     f"vantage {vantage.index} {service['name']} {service.get('status')} at "
-                    f"{service.get('layer')}: {service.get('detail')}"
+                    f"{service.get('layer')}: {_detail(service)}"
                 )
     return "; ".join(found)
 
