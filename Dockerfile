@@ -14,7 +14,8 @@
 # The base is pinned by tag, not by digest: no registry is reachable where this file is
 # checked, so a digest could not be verified there. Pin the digest in your own build.
 # tests/deploy/test_dockerfile.py lints this file (hadolint) and replays its RUN steps in
-# fresh virtualenvs, then starts the ENTRYPOINT and runs the HEALTHCHECK (README, "Container").
+# fresh virtualenvs, then starts the ENTRYPOINT and runs the HEALTHCHECK (docs/deployment.md,
+# "Container").
 
 # The base of both stages. tests/deploy/test_image.py builds this file in podman on a base
 # bootstrapped from Debian bookworm's own python3 (no registry is reachable there).

@@ -26,7 +26,7 @@ import yaml
 
 from bench.proc import SUBJECT_NICE, RepoProcess, pinned
 from bench.workload import Workload, blackbox_modules
-from exporter.scheduler import startup_spread
+from exporter.engine.scheduler import startup_spread
 
 BINARY = "prometheus-blackbox-exporter"
 SCRAPE_TIMEOUT = 10.0

@@ -19,11 +19,11 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from exporter import cli
-from exporter import runtime as runtime_module
+from exporter.cli import commands
+from exporter.engine import runtime as runtime_module
+from exporter.engine.store import Histogram
 from exporter.model import Phase, ProbeResult
 from exporter.spec import CheckSpec
-from exporter.store import Histogram
 
 
 class Recorder:
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     recorder = Recorder()
     install(recorder)
     try:
-        return cli.main(args)
+        return commands.main(args)
     finally:
         document = recorder.to_json()
         if os.environ.get("BENCH_GC_CENSUS"):  # which objects the collector keeps walking

@@ -1,6 +1,6 @@
 """The validated, immutable configuration the rest of the exporter runs on.
 
-config.py builds these from YAML; scheduler, probers and verdict only ever read them.
+config/loader.py builds these from YAML; scheduler, probers and verdict only ever read them.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from exporter.egress import LOOPBACK, EgressPolicy
 from exporter.model import Layer, ProbeResult, Reason
+from exporter.net.resolver import Resolver
 from exporter.probes import REGISTRY, ProbeEnv
-from exporter.resolver import Resolver
 from exporter.sim.certs import CertSpec, LabCA, SniCertificates
 from exporter.sim.dnsserver import DnsServer, Zone
 from exporter.sim.frontend import FrontendServer, FrontendState

@@ -32,7 +32,8 @@ HEADER = """\
 #
 # Apply it where the rules are evaluated over ALL vantages (a global Prometheus, Thanos Ruler,
 # or synced to the Mimir ruler): a regional Prometheus that sees only its own vantage would
-# page on one region's view, without the cross-vantage consensus (README, "Kubernetes").
+# page on one region's view, without the cross-vantage consensus (docs/deployment.md,
+# "Kubernetes").
 """
 
 

@@ -13,8 +13,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from ..probes.base import ProbeEnv
-from ..spec import Config
+from exporter.probes.base import ProbeEnv
+from exporter.spec import Config
+
 from .bgp import PrefixTable, PrefixView, withdrawn_set
 from .health import FeedError, FeedHealth
 from .official import Board, MalformedDocument, OfficialStatus, next_board, parse_orgs

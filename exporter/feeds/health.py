@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..dnsclient import DnsFailure
-from ..egress import PolicyViolation
+from exporter.egress import PolicyViolation
+from exporter.net.dnsclient import DnsFailure
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from .. import httpbody
+from exporter.net import httpbody
+
 from .health import FeedError, FeedFailure, FeedHealth, classify
 
 # Called with the decoded document and the time it arrived; raises to reject it.

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from ..egress import EgressPolicy
-from ..probes.base import ProbeEnv
-from ..probes.http import USER_AGENT
+from exporter.egress import EgressPolicy
+from exporter.probes.base import ProbeEnv
+from exporter.probes.http import USER_AGENT
 
 
 def resolve_results(host: str, port: int, addresses: list[str]) -> list[ResolveResult]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import ProbeResult
-from ..spec import CheckSpec
+from exporter.model import ProbeResult
+from exporter.spec import CheckSpec
+
 from .base import ProbeBody, ProbeEnv, execute
 from .dns import DnsParams, probe_dns
 from .http import HttpParams, probe_http

@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dnsclient import DnsFailure
-from ..egress import EgressPolicy, PolicyViolation
-from ..model import Phase, ProbeResult, Reason
-from ..resolver import Resolver
-from ..spec import CheckSpec
+from exporter.egress import EgressPolicy, PolicyViolation
+from exporter.model import Phase, ProbeResult, Reason
+from exporter.net.dnsclient import DnsFailure
+from exporter.net.resolver import Resolver
+from exporter.spec import CheckSpec
 
 log = logging.getLogger(__name__)
 

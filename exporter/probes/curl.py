@@ -32,11 +32,12 @@ from typing import Any, TypeVar
 import pycurl
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..egress import EgressPolicy, PolicyViolation
-from ..model import Phase, Reason
-from ..resolver import family_of
+from exporter.egress import EgressPolicy, PolicyViolation
+from exporter.model import Phase, Reason
+from exporter.net.resolver import family_of
+
 from .base import QUIC_TIMEOUT_REASONS, TIMEOUT_REASONS, ProbeFailure, ProbeRun
-from .net import VERIFY_REASONS, reason_for_errno
+from .sockets import VERIFY_REASONS, reason_for_errno
 
 # `http_version` of a check -> what libcurl is asked for. "2" offers h2 and http/1.1 by ALPN,
 # as browsers do (plain http:// stays 1.1); "3" is QUIC only, never a fallback to TCP.

@@ -16,10 +16,11 @@ from typing import Literal
 import dns.rcode
 import dns.rdatatype
 
-from .. import dnsclient
-from ..model import Phase, Reason
-from ..resolver import is_ip_literal, parse_endpoint
-from ..spec import CheckSpec, Endpoint
+from exporter.model import Phase, Reason
+from exporter.net import dnsclient
+from exporter.net.resolver import is_ip_literal, parse_endpoint
+from exporter.spec import CheckSpec, Endpoint
+
 from .base import ProbeEnv, ProbeFailure, ProbeRun
 
 

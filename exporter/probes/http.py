@@ -22,10 +22,11 @@ from typing import Any, Literal
 
 from yarl import URL
 
-from .. import __version__
-from ..model import Layer, Reason
-from ..spec import CheckSpec
-from . import curl, net
+from exporter import __version__
+from exporter.model import Layer, Reason
+from exporter.spec import CheckSpec
+
+from . import curl, sockets
 from .base import QUIC_TIMEOUT_REASONS, ProbeEnv, ProbeFailure, ProbeRun
 from .tcp import resolve
 
@@ -73,7 +74,7 @@ class HttpParams:
     bearer_token_file: str | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        problems = net.ca_file_problem(self.ca_file)
+        problems = sockets.ca_file_problem(self.ca_file)
         try:
             url = URL(self.url)
         except ValueError:  # e.g. "http://[::1": yarl cannot even split it
@@ -111,7 +112,7 @@ class HttpParams:
         if self.bearer_token_env and not os.environ.get(self.bearer_token_env):
             name = _shown_if(self.bearer_token_env, _ENV_NAME_RE.fullmatch(self.bearer_token_env))
             problems.append(("bearer_token_env", f"environment variable {name} is empty or unset"))
-        if self.bearer_token_file and not net.readable(self.bearer_token_file):
+        if self.bearer_token_file and not sockets.readable(self.bearer_token_file):
             path = self.bearer_token_file
             name = _shown_if(path, path.startswith(("/", "./", "../", "~")))
             problems.append(("bearer_token_file", f"cannot read {name}"))
@@ -229,7 +230,7 @@ async def _exchange(
                 replace(
                     request,
                     address=address,
-                    connect_timeout=None if last else net.share(run, len(addresses) - index),
+                    connect_timeout=None if last else sockets.share(run, len(addresses) - index),
                 ),
                 env.policy,
                 run,

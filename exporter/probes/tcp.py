@@ -6,9 +6,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from ..model import Phase
-from ..spec import CheckSpec
-from . import net
+from exporter.model import Phase
+from exporter.spec import CheckSpec
+
+from . import sockets
 from .base import ProbeEnv, ProbeRun
 
 
@@ -40,7 +41,7 @@ async def resolve(
 async def probe_tcp(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     params: TcpParams = check.params
     addresses = await resolve(params.host, check, env, run)
-    sock = await net.connect(addresses, params.port, run, env.policy)
+    sock = await sockets.connect(addresses, params.port, run, env.policy)
     peer = sock.getpeername()[0]
     sock.close()
-    return f"connected to {params.host}:{params.port} ({net.family_of(peer)})"
+    return f"connected to {params.host}:{params.port} ({sockets.family_of(peer)})"

@@ -6,9 +6,10 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from ..model import Reason
-from ..spec import CheckSpec
-from . import net
+from exporter.model import Reason
+from exporter.spec import CheckSpec
+
+from . import sockets
 from .base import ProbeEnv, ProbeFailure, ProbeRun
 from .tcp import resolve
 
@@ -25,7 +26,7 @@ class TlsParams:
     min_version: Literal["TLSv1.2", "TLSv1.3"] | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        problems = net.ca_file_problem(self.ca_file)
+        problems = sockets.ca_file_problem(self.ca_file)
         if not 0 < self.port < 65536:
             problems.append(("port", f"port {self.port} is not 1-65535"))
         return problems
@@ -42,8 +43,8 @@ async def probe_tls(check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> str:
     server_name = params.server_name or params.host
     context: ssl.SSLContext = env.ssl_context(params.ca_file)  # before a socket exists
     addresses = await resolve(params.host, check, env, run)
-    sock = await net.connect(addresses, params.port, run, env.policy)
-    transport = await net.handshake(sock, context, server_name, run)
+    sock = await sockets.connect(addresses, params.port, run, env.policy)
+    transport = await sockets.handshake(sock, context, server_name, run)
     transport.close()
     version = run.facts.get("tls_version")
     if version_too_old(version, params.min_version):

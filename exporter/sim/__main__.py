@@ -1,6 +1,6 @@
 """Command line of the simulated Meta: `python -m exporter.sim SUBCOMMAND ...`.
 
-node --spec FILE   run the servers a sim node spec lists (see exporter.sim.node); prints
+node --spec FILE   run the servers a sim node spec lists (see exporter.sim.nodespec); prints
                    one JSON line {"ready": true, "control_socket": ...} once all listen,
                    stops cleanly on SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when a
                    listener cannot bind, 2 for a bad spec or usage.
@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from exporter.sim.node import NodeSpec, SpecError, run_node
+from exporter.sim.node import run_node
+from exporter.sim.nodespec import NodeSpec, SpecError
 
 EXIT_USAGE = 2
 

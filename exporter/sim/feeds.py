@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from aiohttp import WSMsgType, web
 
-from .node import ControlError, ControlServer, json_errors, read_body
+from .control import ControlError, ControlServer, json_errors, read_body
 
 log = logging.getLogger(__name__)
 

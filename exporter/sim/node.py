@@ -1,27 +1,14 @@
 """A sim node: one process running a set of simulated Meta servers, steered over a UNIX socket.
 
 The lab starts one node per network namespace (`ip netns exec NS python -m exporter.sim node
---spec spec.json`); the demo mode runs one on loopback. A node serves what its JSON spec lists:
-
-    {"control_socket": "/run/lab/edge.sock",       # control API (UNIX socket, JSON)
-     "ca_dir": "/run/lab/ca",                      # shared lab CA (lab-ca.pem is the bundle)
-     "dns": [{"listen": ["10.129.30.12:53"], "zones": {"facebook.com": {"@": [["NS", 172800,
-              "a.ns.facebook.com."]]}}}],          # authoritative, UDP+TCP
-     "recursors": [{"listen": ["10.1.1.53:53"], "stubs": {"facebook.com": ["10.129.30.12:53"]},
-                    "upstream_timeout": 0.5}],
-     "https": [{"listen": ["10.157.240.35:443"], "hostnames": ["*.facebook.com"],
-                "http3": true}],                   # + HTTP/3 on UDP, same address and port
-     "tcp": [{"listen": ["10.31.13.50:5222"], "name": "whatsapp-chat",
-              "max_connections": 256, "hold_seconds": 30}]}
-
-Every listen entry binds exactly that address:port (port 0 = any free port; /status tells
-which). Relative paths are taken relative to the spec file.
+--spec spec.json`); the demo mode runs one on loopback. A node serves what its JSON spec lists
+(exporter.sim.nodespec: DNS, recursors, HTTPS front ends with HTTP/3, TCP sinks).
 
 The CA: every node of a lab loads the root kept in `ca_dir`; the first node to start with an
 empty `ca_dir` creates it while holding an exclusive `flock` on `ca_dir/.lock`, so nodes
 started in parallel still end up with one CA, and the exporter trusts `ca_dir/lab-ca.pem`.
 
-Control API (JSON in and out; a bad request is 400 `{"error": "FIELD: problem", "field": ...}`):
+Control API (on exporter.sim.control's JSON-over-UNIX-socket server):
     GET    /status          listeners with bound ports, counters, faults, cert conditions
     PUT    /dns/faults      {"zone": "facebook.com" | "*", "fault": "servfail" | ... | null}
     PUT    /http/faults     a frontend Fault object or a list of them (as /_sim/faults)
@@ -45,324 +32,47 @@ import contextlib
 import datetime as dt
 import fcntl
 import importlib
-import ipaddress
 import json
 import logging
-import math
-import os
 import signal
-import socket
-import stat
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, Any, Literal, Protocol, TypeVar, get_args
+from typing import IO, Any, Protocol
 
 import dns.name
 from aiohttp import web
 
 from exporter.sim import dnsserver
 from exporter.sim.certs import CA_BUNDLE_NAME, CERT_CONDITIONS, CertSpec, LabCA, SniCertificates
+from exporter.sim.control import ControlError, ControlServer, NodeError, json_errors, read_body
 from exporter.sim.dnsserver import DnsServer, Zone, find_zone
 from exporter.sim.frontend import Fault, FaultError, FrontendServer, FrontendState
+from exporter.sim.nodespec import (
+    DnsSpec,
+    HttpsSpec,
+    ListenAddr,
+    NodeSpec,
+    RecursorSpec,
+    SpecError,
+    _hostname,
+    _number,
+    _text,
+)
+from exporter.sim.tcpsink import TCP_MODES, TcpMode, TcpSink, _bind_error
 
-__all__ = [
-    "ControlError",
-    "NodeError",
-    "NodeSpec",
-    "SimNode",
-    "SpecError",
-    "run_node",
-]
+__all__ = ["SimNode", "run_node"]
 
 log = logging.getLogger(__name__)
 
-# sun_path is 108 bytes on Linux, one of them the terminating NUL.
-MAX_SOCKET_PATH = 107
-MAX_TCP_HOLD = 300.0
-MAX_UPSTREAM_TIMEOUT = 30.0
 MAX_EXPIRING_DAYS = 3650
 MAX_QUIC_DELAY = 30.0
 CA_LOCK_NAME = ".lock"
-HANG_FILL_TIMEOUT = 2.0
-PROBE_TIMEOUT = 1.0
-READ_CHUNK = 4096
 
-TcpMode = Literal["accept", "refuse", "hang"]
-TCP_MODES: tuple[str, ...] = get_args(TcpMode)
 CERT_CONDITION_NAMES = (*CERT_CONDITIONS, "expiring")
 DNS_FAULT_NAMES = tuple(fault.value for fault in dnsserver.Fault)
-
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- the spec
-
-
-class SpecError(ValueError):
-    """The spec cannot be used; the message starts with the path of the bad field."""
-
-
-def _fail(where: str, problem: str) -> SpecError:
-    return SpecError(f"{where}: {problem}")
-
-
-def _object(value: object, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(where or "spec", f"must be a JSON object, got {type(value).__name__}")
-    missing = sorted(required - set(value))
-    if missing:
-        raise _fail(f"{where}.{missing[0]}" if where else missing[0], "is required")
-    unknown = sorted(set(value) - required - optional)
-    if unknown:
-        raise _fail(f"{where}.{unknown[0]}" if where else unknown[0], "unknown field")
-    return value
-
-
-def _list(value: object, where: str, *, non_empty: bool = True) -> list[Any]:
-    if not isinstance(value, list):
-        raise _fail(where, f"must be a JSON list, got {type(value).__name__}")
-    if non_empty and not value:
-        raise _fail(where, "must not be empty")
-    return value
-
-
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(where, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(value: object, where: str, low: float, high: float) -> float:
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (is_number and math.isfinite(value) and low < value <= high):  # type: ignore[arg-type]
-        raise _fail(where, f"must be a number above {low:g} and at most {high:g}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _integer(value: object, where: str, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _fail(where, f"must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _items(values: list[Any], where: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
-    return tuple(parse(value, f"{where}[{i}]") for i, value in enumerate(values))
-
-
-@dataclass(frozen=True)
-class ListenAddr:
-    """One IP literal and port; port 0 means "any free port"."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, value: object, where: str) -> ListenAddr:
-        text = _text(value, where)
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not port_text.isdigit():
-            raise _fail(where, f"must be ADDRESS:PORT or [IPv6]:PORT, got {text!r}")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise _fail(where, f"an IPv6 address needs brackets: [{host}]:{port_text}")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            problem = f"{host!r} is not an IP address (the sim never resolves names)"
-            raise _fail(where, problem) from None
-        port = int(port_text)
-        if port > 65535:
-            raise _fail(where, f"port {port} is out of range 0-65535")
-        return cls(str(ip), port)
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port}
-
-
-def _listen(entry: dict[str, Any], where: str) -> tuple[ListenAddr, ...]:
-    return _items(_list(entry["listen"], f"{where}.listen"), f"{where}.listen", ListenAddr.parse)
-
-
-def _record(value: object, where: str) -> tuple[str, int, str]:
-    items = _list(value, where)
-    if len(items) != 3:
-        raise _fail(where, f"must be [TYPE, TTL, RDATA], got {value!r}")
-    rdtype = _text(items[0], f"{where}[0]")
-    ttl = _integer(items[1], f"{where}[1]", 0, 2**31 - 1)
-    return rdtype, ttl, _text(items[2], f"{where}[2]")
-
-
-def _zone(apex: str, value: object, where: str) -> Zone:
-    if not isinstance(value, dict):
-        raise _fail(where, "must map owner names to lists of [TYPE, TTL, RDATA]")
-    records = {
-        owner: _items(_list(entries, f"{where}[{owner!r}]"), f"{where}[{owner!r}]", _record)
-        for owner, entries in value.items()
-    }
-    try:
-        return Zone.from_records(apex, records)
-    except Exception as exc:  # dnspython raises many types for bad names and rdata
-        raise _fail(where, f"bad zone data: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class DnsSpec:
-    """Authoritative servers for `zones`, one per listen address (UDP and TCP)."""
-
-    listen: tuple[ListenAddr, ...]
-    zones: tuple[Zone, ...]
-
-    @classmethod
-    def parse(cls, value: object, where: str) -> DnsSpec:
-        entry = _object(value, where, {"listen", "zones"}, set())
-        zones = entry["zones"]
-        if not isinstance(zones, dict) or not zones:
-            raise _fail(f"{where}.zones", "must be a non-empty object of zone apex -> records")
-        parsed = tuple(
-            _zone(apex, records, f"{where}.zones[{apex!r}]") for apex, records in zones.items()
-        )
-        return cls(_listen(entry, where), parsed)
-
-
-def _stub(apex: str, value: object, where: str) -> tuple[tuple[str, int], ...]:
-    addrs = _items(_list(value, where), where, ListenAddr.parse)
-    if any(addr.port == 0 for addr in addrs):
-        raise _fail(where, "a stub server needs a real port, not 0")
-    return tuple((addr.host, addr.port) for addr in addrs)
-
-
-@dataclass(frozen=True)
-class RecursorSpec:
-    """Recursive resolvers that ask the stub servers of each zone (exporter.sim.recursor)."""
-
-    listen: tuple[ListenAddr, ...]
-    stubs: Mapping[str, tuple[tuple[str, int], ...]]
-    upstream_timeout: float = 0.5
-
-    @classmethod
-    def parse(cls, value: object, where: str) -> RecursorSpec:
-        entry = _object(value, where, {"listen", "stubs"}, {"upstream_timeout"})
-        stubs = entry["stubs"]
-        if not isinstance(stubs, dict) or not stubs:
-            raise _fail(f"{where}.stubs", "must be a non-empty object of zone -> [ADDR:PORT]")
-        parsed = {
-            _text(apex, f"{where}.stubs"): _stub(apex, addrs, f"{where}.stubs[{apex!r}]")
-            for apex, addrs in stubs.items()
-        }
-        timeout = entry.get("upstream_timeout", 0.5)
-        timeout = _number(timeout, f"{where}.upstream_timeout", 0, MAX_UPSTREAM_TIMEOUT)
-        return cls(_listen(entry, where), MappingProxyType(parsed), timeout)
-
-
-def _hostname(value: object, where: str) -> str:
-    name = _text(value, where).lower().rstrip(".")
-    labels = name.split(".")
-    if "*" in name and (labels[0] != "*" or "*" in labels[1:] or len(labels) < 3):
-        raise _fail(where, f"a wildcard must be one leftmost label like *.facebook.com: {name!r}")
-    if not all(labels) or " " in name:
-        raise _fail(where, f"not a hostname: {name!r}")
-    return name
-
-
-@dataclass(frozen=True)
-class HttpsSpec:
-    """Front ends (frontend.py) with one SNI-selected certificate per hostname; with
-    `http3`, an HTTP/3 edge (edge.py) on UDP at each same address and port."""
-
-    listen: tuple[ListenAddr, ...]
-    hostnames: tuple[str, ...]
-    http3: bool = False
-
-    @classmethod
-    def parse(cls, value: object, where: str) -> HttpsSpec:
-        entry = _object(value, where, {"listen", "hostnames"}, {"http3"})
-        names = _items(
-            _list(entry["hostnames"], f"{where}.hostnames"), f"{where}.hostnames", _hostname
-        )
-        http3 = entry.get("http3", False)
-        if not isinstance(http3, bool):
-            raise _fail(f"{where}.http3", f"must be true or false, got {http3!r}")
-        return cls(_listen(entry, where), names, http3)
-
-
-@dataclass(frozen=True)
-class TcpSpec:
-    """A port that accepts and then says nothing (WhatsApp's chat port, seen from outside)."""
-
-    listen: tuple[ListenAddr, ...]
-    name: str
-    max_connections: int = 256
-    hold_seconds: float = 30.0
-
-    @classmethod
-    def parse(cls, value: object, where: str) -> TcpSpec:
-        entry = _object(value, where, {"listen", "name"}, {"max_connections", "hold_seconds"})
-        cap = _integer(entry.get("max_connections", 256), f"{where}.max_connections", 1, 65536)
-        hold = _number(entry.get("hold_seconds", 30.0), f"{where}.hold_seconds", 0, MAX_TCP_HOLD)
-        return cls(_listen(entry, where), _text(entry["name"], f"{where}.name"), cap, hold)
-
-
-def _path(value: object, where: str, base: Path | None) -> Path:
-    path = Path(_text(value, where))
-    return path if path.is_absolute() or base is None else base / path
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    control_socket: Path
-    ca_dir: Path
-    dns: tuple[DnsSpec, ...] = ()
-    recursors: tuple[RecursorSpec, ...] = ()
-    https: tuple[HttpsSpec, ...] = ()
-    tcp: tuple[TcpSpec, ...] = ()
-
-    @classmethod
-    def from_json(cls, data: object, *, base: Path | None = None) -> NodeSpec:
-        """Validate a decoded spec; relative paths are resolved against `base`."""
-        sections = {"dns", "recursors", "https", "tcp"}
-        doc = _object(data, "", {"control_socket", "ca_dir"}, sections)
-        control = _path(doc["control_socket"], "control_socket", base)
-        if len(os.fsencode(control)) > MAX_SOCKET_PATH:
-            raise _fail("control_socket", f"longer than {MAX_SOCKET_PATH} bytes: {control}")
-
-        def section(name: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
-            return _items(_list(doc.get(name, []), name, non_empty=False), name, parse)
-
-        tcp = section("tcp", TcpSpec.parse)
-        names = [entry.name for entry in tcp]
-        for i, name in enumerate(names):
-            if names.index(name) != i:
-                raise _fail(f"tcp[{i}].name", f"{name!r} is used twice")
-        return cls(
-            control_socket=control,
-            ca_dir=_path(doc["ca_dir"], "ca_dir", base),
-            dns=section("dns", DnsSpec.parse),
-            recursors=section("recursors", RecursorSpec.parse),
-            https=section("https", HttpsSpec.parse),
-            tcp=tcp,
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> NodeSpec:
-        file = Path(path)
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SpecError(f"{file}: cannot read: {exc.strerror or exc}") from exc
-        except ValueError as exc:
-            raise SpecError(f"{file}: not JSON: {exc}") from exc
-        try:
-            return cls.from_json(data, base=file.resolve().parent)
-        except SpecError as exc:
-            raise SpecError(f"{file}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- the shared CA
@@ -382,145 +92,6 @@ def shared_lab_ca(directory: Path) -> LabCA:
         ca.save(directory)
         log.info("sim node: created the lab CA in %s", directory)
         return ca
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class NodeError(RuntimeError):
-    """The node cannot start, or cannot carry out a control request."""
-
-
-class ControlError(ValueError):
-    """A control request names a bad `field`."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-def _bind_error(what: str, addr: ListenAddr, exc: OSError) -> NodeError:
-    # asyncio rewords bind errors ("error while attempting to bind ..."); the errno is plainer.
-    reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-    return NodeError(f"{what}: cannot listen on {addr}: {reason}")
-
-
-# --------------------------------------------------------------------------- the TCP sink
-
-
-class TcpSink:
-    """Listeners for one `tcp` entry, switchable between three modes.
-
-    accept: connections are accepted and held silently (up to `hold_seconds`, at most
-    `max_connections` at once; above that they are closed at once). refuse: no listener,
-    so the kernel answers SYNs with RST. hang: a listener with a full accept queue (backlog
-    0, filled by one connection of our own) that never accepts, so the kernel drops SYNs and
-    connects time out — no packet filter needed.
-    """
-
-    def __init__(self, spec: TcpSpec) -> None:
-        self.spec = spec
-        self.mode: TcpMode = "refuse"
-        self.accepts = 0
-        self.rejected = 0
-        self._bound = list(spec.listen)
-        self._servers: list[asyncio.Server] = []
-        self._hang_sockets: list[socket.socket] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def listen(self) -> list[ListenAddr]:
-        return list(self._bound)
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._tasks)
-
-    async def set_mode(self, mode: TcpMode) -> None:
-        if mode == self.mode:
-            return
-        await self.close()
-        if mode == "accept":
-            await self._open_accepting()
-        elif mode == "hang":
-            await self._open_hanging()
-        self.mode = mode
-
-    async def close(self) -> None:
-        """Stop listening and reset every held connection."""
-        self.mode = "refuse"
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for sock in self._hang_sockets:
-            sock.close()
-        self._hang_sockets.clear()
-        for writer in list(self._writers):
-            writer.transport.abort()  # RST: the "server went away" a client would see
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for server in servers:
-            await server.wait_closed()
-
-    async def _open_accepting(self) -> None:
-        for i, addr in enumerate(self._bound):
-            try:
-                server = await asyncio.start_server(self._hold, addr.host, addr.port)
-            except OSError as exc:
-                await self.close()
-                raise _bind_error(f"tcp {self.spec.name!r}", addr, exc) from exc
-            self._servers.append(server)
-            # Keep the port the kernel chose, so "accept" after "refuse" reopens the same one.
-            self._bound[i] = ListenAddr(addr.host, server.sockets[0].getsockname()[1])
-
-    async def _open_hanging(self) -> None:
-        for addr in self._bound:
-            try:
-                await self._open_hanging_one(addr)
-            except OSError as exc:
-                await self.close()
-                raise _bind_error(f"tcp {self.spec.name!r} (hang)", addr, exc) from exc
-
-    async def _open_hanging_one(self, addr: ListenAddr) -> None:
-        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        self._hang_sockets.append(listener)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.setblocking(False)
-        listener.bind((addr.host, addr.port))
-        listener.listen(0)  # accept queue of one: our own connection below fills it
-        filler = socket.socket(family, socket.SOCK_STREAM)
-        self._hang_sockets.append(filler)
-        filler.setblocking(False)
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(HANG_FILL_TIMEOUT):
-            await loop.sock_connect(filler, listener.getsockname()[:2])
-
-    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._tasks) >= self.spec.max_connections:
-            self.rejected += 1
-            writer.transport.abort()
-            return
-        self.accepts += 1
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            async with asyncio.timeout(self.spec.hold_seconds):
-                while await reader.read(READ_CHUNK):  # whatever the client says is dropped
-                    pass
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-
-    def reset_counts(self) -> None:
-        self.accepts = self.rejected = 0
 
 
 # --------------------------------------------------------------------------- the node
@@ -879,22 +450,6 @@ class SimNode:
 NODE_KEY = web.AppKey("sim_node", SimNode)
 
 
-async def read_body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError as exc:
-        raise ControlError("body", f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ControlError("body", "must be a JSON object")
-    missing = sorted(required - set(doc))
-    if missing:
-        raise ControlError(missing[0], "is required")
-    unknown = sorted(set(doc) - required - optional)
-    if unknown:
-        raise ControlError(unknown[0], "unknown field")
-    return doc
-
-
 def _choice(doc: Mapping[str, Any], name: str, choices: Sequence[str]) -> str:
     value = doc[name]
     if value not in choices:
@@ -1019,22 +574,6 @@ async def post_reset(request: web.Request) -> web.Response:
     return _ok({})
 
 
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ControlError as exc:
-        return web.json_response({"error": str(exc), "field": exc.field}, status=400)
-    except NodeError as exc:
-        return web.json_response({"error": str(exc)}, status=409)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason}, status=exc.status)
-
-
 def build_control_app(node: SimNode) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[NODE_KEY] = node
@@ -1048,54 +587,6 @@ def build_control_app(node: SimNode) -> web.Application:
     app.router.add_post("/recursor/flush", post_recursor_flush)
     app.router.add_post("/reset", post_reset)
     return app
-
-
-def _claim_socket_path(path: Path) -> None:
-    """Refuse a path a live node listens on; remove a stale socket file left by a crash."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise NodeError(f"control_socket: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(PROBE_TIMEOUT)  # a live node with a full backlog counts as live
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise NodeError(f"control_socket: another process is listening on {path}")
-
-
-class ControlServer:
-    """The control API on a UNIX socket (which crosses network namespaces)."""
-
-    def __init__(self, app: web.Application, path: Path) -> None:
-        self.path = path
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        self._started = False
-
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _claim_socket_path(self.path)
-        await self._runner.setup()
-        try:
-            await web.UnixSite(self._runner, str(self.path)).start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise NodeError(f"control_socket: cannot listen on {self.path}: {exc}") from exc
-        self._started = True
-        log.info("sim: control API on %s", self.path)
-
-    async def close(self) -> None:
-        if not self._started:
-            return
-        self._started = False
-        await self._runner.cleanup()
-        self.path.unlink(missing_ok=True)  # Python 3.11's unix server leaves the file behind
 
 
 # --------------------------------------------------------------------------- process

@@ -45,7 +45,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ..dnsclient import udp_exchange
+from exporter.net.dnsclient import udp_exchange
+
 from .dnsserver import (
     UDP_PAYLOAD,
     DnsListener,

@@ -22,7 +22,7 @@ from bench.workload import (
     blackbox_modules,
     exporter_config,
 )
-from exporter import config
+from exporter.config import loader
 from exporter.egress import EgressPolicy
 
 TARGETS = Targets(8443, 8444, "127.77.0.53", 53, "/nonexistent/lab-ca.pem", edge_port=8445)
@@ -36,7 +36,7 @@ def test_workload_is_a_valid_loopback_only_config(kind: str, tmp_path: Path) -> 
     workload = Workload(kind, 25, 2.0, delay_ms=50)
     path = tmp_path / "bench.yml"
     path.write_text(yaml.safe_dump(exporter_config(workload, targets)))
-    loaded = config.load(str(path))
+    loaded = loader.load(str(path))
     assert len(loaded.checks) == 25
     assert max(len(s.checks) for s in loaded.services) == CHECKS_PER_SERVICE
     assert not loaded.meta_services[0].dns_prefixes  # nothing of the built-in catalogue

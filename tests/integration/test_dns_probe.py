@@ -18,8 +18,8 @@ import pytest
 
 from exporter.egress import EgressPolicy
 from exporter.model import Layer, Phase, Reason
+from exporter.net.resolver import Resolver
 from exporter.probes import ProbeEnv, run_probe
-from exporter.resolver import Resolver
 from exporter.sim import dnsserver
 from exporter.sim.dnsserver import DnsServer
 from exporter.spec import CheckSpec, Endpoint

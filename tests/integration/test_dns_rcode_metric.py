@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient
 
-from exporter.dnsclient import rcode_number
+from exporter.net.dnsclient import rcode_number
 from exporter.sim.dnsserver import DnsServer
-from exporter.web import RUNTIME
+from exporter.web.server import RUNTIME
 from tests.integration.test_web import client, scrape, wait_for
 
 __all__ = ["client"]  # the fixture, shared with test_web

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter import config
-from exporter.runtime import Runtime
+from exporter.config import loader
+from exporter.engine.runtime import Runtime
 from exporter.sim.feeds import FeedServer, peers
-from exporter.web import RUNTIME, init_app
+from exporter.web.server import RUNTIME, init_app
 from tests.conftest import closed_port
-from tests.integration.test_web import readme_metrics, scrape, wait_for
+from tests.integration.test_web import reference_metrics, scrape, wait_for
 
 DNS_A, DNS_B, EXTRA_V6 = "129.134.30.0/23", "185.89.218.0/23", "2a03:2880:f0fc::/48"
 
@@ -31,8 +31,8 @@ async def feeds() -> AsyncIterator[FeedServer]:
     await server.close()
 
 
-def feeds_config(feeds: FeedServer, **options: str | bool | None) -> config.Config:
-    return config.parse(feeds_config_text(feeds, **options), "feeds-test.yml")
+def feeds_config(feeds: FeedServer, **options: str | bool | None) -> loader.Config:
+    return loader.parse(feeds_config_text(feeds, **options), "feeds-test.yml")
 
 
 def feeds_config_text(
@@ -75,10 +75,10 @@ def feeds_config_text(
 
 
 @pytest.fixture
-def start() -> Callable[[config.Config], TestClient]:
+def start() -> Callable[[loader.Config], TestClient]:
     """A started exporter for a config; the returned client is entered by the test."""
 
-    def make(cfg: config.Config) -> TestClient:
+    def make(cfg: loader.Config) -> TestClient:
         return TestClient(TestServer(init_app(Runtime(cfg), lambda: cfg)))
 
     return make
@@ -86,7 +86,7 @@ def start() -> Callable[[config.Config], TestClient]:
 
 @contextlib.asynccontextmanager
 async def seeded_exporter(
-    feeds: FeedServer, start: Callable[[config.Config], TestClient], *, routed: int
+    feeds: FeedServer, start: Callable[[loader.Config], TestClient], *, routed: int
 ) -> AsyncIterator[TestClient]:
     """A started exporter streaming BGP, its table seeded by the looking glass with `routed`
     silent peers that route both DNS prefixes."""
@@ -447,21 +447,21 @@ async def test_a_reload_keeps_the_stream_when_its_settings_are_unchanged(
     feeds: FeedServer, start: Callable
 ) -> None:
     text = feeds_config_text(feeds)
-    async with start(config.parse(text, "a.yml")) as client:
+    async with start(loader.parse(text, "a.yml")) as client:
         runtime: Runtime = client.app[RUNTIME]
         await wait_for(lambda: runtime.feeds.ris.connected)
         first = runtime.feeds
-        assert (await runtime.reload(lambda: config.parse(text, "b.yml")))[0]
+        assert (await runtime.reload(lambda: loader.parse(text, "b.yml")))[0]
         assert runtime.feeds is first and feeds.ris.connections == 1
         # A new egress policy is a new feed set: the feeds must obey the new fence.
         fenced = text.replace('allow_networks: ["127.0.0.0/8"]', 'allow_networks: ["127.0.0.0/16"]')
         assert fenced != text
-        assert (await runtime.reload(lambda: config.parse(fenced, "c.yml")))[0]
+        assert (await runtime.reload(lambda: loader.parse(fenced, "c.yml")))[0]
         assert runtime.feeds is not first
         await wait_for(lambda: runtime.feeds.ris.connected and feeds.ris.connections == 2)
 
 
-async def test_every_feed_metric_matches_the_readme(feeds: FeedServer, start: Callable) -> None:
+async def test_every_feed_metric_matches_the_reference(feeds: FeedServer, start: Callable) -> None:
     async with start(feeds_config(feeds)) as client:
         runtime: Runtime = client.app[RUNTIME]
         await wait_for(
@@ -480,7 +480,7 @@ async def test_every_feed_metric_matches_the_readme(feeds: FeedServer, start: Ca
         families = await scrape(client)
         reference = {
             n: v
-            for n, v in readme_metrics().items()
+            for n, v in reference_metrics().items()
             if n.startswith(("meta_feed_", "meta_official_", "meta_bgp_"))
         }
         exposed = {

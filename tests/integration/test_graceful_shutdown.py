@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from exporter.cli import SHUTDOWN_DEADLINE
+from exporter.cli.commands import SHUTDOWN_DEADLINE
 from tests.integration.exporter_process import exporter_process
 from tests.integration.test_tcp_tls_probe import serving, until_eof
 

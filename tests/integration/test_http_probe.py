@@ -11,8 +11,8 @@ import pytest
 
 from exporter.egress import EgressPolicy
 from exporter.model import Layer, Phase, Reason
+from exporter.net.resolver import Resolver
 from exporter.probes import ProbeEnv, run_probe
-from exporter.resolver import Resolver
 from exporter.sim.certs import CertSpec, SniCertificates
 from exporter.sim.dnsserver import DnsServer
 from exporter.sim.frontend import LAB_USER_ID, Fault, FrontendServer, HostSpec

@@ -13,16 +13,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config, probe_endpoint
-from exporter.runtime import Runtime
+from exporter.config import loader
+from exporter.engine.runtime import Runtime
 from exporter.sim.frontend import Fault, FrontendServer
-from exporter.web import init_app
+from exporter.web import probe_endpoint
+from exporter.web.server import init_app
 
 
 @pytest.fixture
 async def client(config_file: Path) -> AsyncIterator[TestClient]:
-    runtime = Runtime(config.load(str(config_file)))
-    app = init_app(runtime, lambda: config.load(str(config_file)), start_probing=False)
+    runtime = Runtime(loader.load(str(config_file)))
+    app = init_app(runtime, lambda: loader.load(str(config_file)), start_probing=False)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

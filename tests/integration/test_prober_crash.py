@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter import config
+from exporter.config import loader
+from exporter.engine.runtime import Runtime
 from exporter.model import Reason
 from exporter.probes import REGISTRY, ProberKind
 from exporter.probes.base import ProbeEnv, ProbeRun
-from exporter.runtime import Runtime
 from exporter.spec import CheckSpec
 
 
@@ -31,7 +31,7 @@ async def test_a_crashing_prober_stops_nothing_else(
 ) -> None:
     monkeypatch.setitem(REGISTRY, "tcp", ProberKind(REGISTRY["tcp"].params, crashing))
     caplog.set_level(logging.DEBUG, logger="exporter.probes.base")
-    runtime = Runtime(config.load(str(config_file)))
+    runtime = Runtime(loader.load(str(config_file)))
     runtime.start()
     try:
         records = runtime.store.records

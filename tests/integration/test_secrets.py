@@ -18,7 +18,7 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import config
+from exporter.config import loader
 from exporter.sim.frontend import FrontendServer
 from tests.integration.exporter_process import exporter_process
 
@@ -116,8 +116,8 @@ async def test_no_secret_in_logs_metrics_apis_or_errors(
 
 
 def parse_errors(text: str) -> str:
-    with pytest.raises(config.ConfigError) as caught:
-        config.parse(text, "bad.yml")
+    with pytest.raises(loader.ConfigError) as caught:
+        loader.parse(text, "bad.yml")
     return str(caught.value)
 
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from exporter.sim.frontend import Fault, FrontendServer
-from exporter.web import RUNTIME
+from exporter.web.server import RUNTIME
 from tests.integration.test_web import client, wait_for
 
 __all__ = ["client"]  # the fixture, shared with test_web

@@ -18,7 +18,7 @@ from yarl import URL
 
 from exporter.sim.certs import LabCA
 from tests.integration.exporter_process import ExporterProcess, exporter_process
-from tests.integration.test_web import readme_metrics
+from tests.integration.test_web import reference_metrics
 from tests.integration.test_web_security import PASSWORD, USER, basic, write_web_config
 
 
@@ -156,13 +156,13 @@ async def test_plain_http_and_tls_cannot_be_swapped_live(
         assert response.status == 200
 
 
-async def test_the_web_config_metrics_match_the_readme(
+async def test_the_web_config_metrics_match_the_reference(
     secured: tuple[ExporterProcess, Path], lab_ca: LabCA
 ) -> None:
     run, _ = secured
     documented = {
         name: spec
-        for name, spec in readme_metrics().items()
+        for name, spec in reference_metrics().items()
         if name.startswith("meta_exporter_web_config_")
     }
     assert len(documented) == 2

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from exporter.config import load as load_config
+from exporter.config.loader import load as load_config
 from tests.conftest import closed_port
 from tests.support.alertmanager import Alertmanager, shipped_alertmanager
 from tests.support.webhook import Notification, WebhookReceiver

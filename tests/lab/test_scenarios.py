@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config
+from exporter.config import loader
 
 from .conftest import wait_until
 from .topology import BGP_PEERS, META_DNS_PREFIXES, NAMESERVERS, Lab
 
 pytestmark = pytest.mark.root
 
-ALL_META = {s.name for s in config.load(None).meta_services}  # the built-in catalogue
+ALL_META = {s.name for s in loader.load(None).meta_services}  # the built-in catalogue
 SYN_RETRANSMIT = 1.0  # Linux's initial TCP retransmission timeout (TCP_TIMEOUT_INIT)
 
 
@@ -290,7 +290,7 @@ def test_10_october_2021_replay_with_bgp_shows_bgp_first_then_dns(
 # -- QUIC (HTTP/3): Meta's QUIC edge, a network that blocks it, a slow handshake ------------
 
 QUIC_SERVICES = {
-    s.name for s in config.load(None).meta_services if any(c.over_quic for c in s.checks)
+    s.name for s in loader.load(None).meta_services if any(c.over_quic for c in s.checks)
 }
 
 

@@ -64,7 +64,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config
+from exporter.config import loader
 
 from .conftest import TRANSITIONS_PROPERTY, wait_until
 from .promstack import (
@@ -83,7 +83,7 @@ LAB_VANTAGES = 3
 # Without the HTTP/3 checks: see LabSettings.http3 and test_transitions_quic.py (scenario f).
 LAB_SETTINGS = replace(SHIPPED, http3=False)
 
-ALL_META = {s.name for s in config.load(None).meta_services}  # the built-in catalogue
+ALL_META = {s.name for s in loader.load(None).meta_services}  # the built-in catalogue
 POLL = 0.5  # seconds between two polls of the exporters' /api/v1/status
 POLL_ALERTS = 2.0  # seconds between two polls of the evaluators' alerts (they evaluate every 5)
 FAULT = 60.0  # how long the faults of (a), (b), (d) and (e) last
@@ -92,8 +92,10 @@ FLAPS, FLAP = 5, 20.0  # (c): cycles of FLAP s dropped then FLAP s back
 # QUIET_SECONDS (promstack: past the longest critical `for:`), and so is the status (stricter
 # than AFTER, at no cost).
 AFTER = 60.0
-# Scrape and evaluation interval of both alerting setups: stricter than the README's 15 s,
-# since a short false "down" is more likely to be scraped (and paged) at 5 s.
+# Scrape and evaluation interval of both alerting setups: every group at 5 s, stricter than the
+# 15 s global evaluation_interval in docs/alerting.md (where only the exporter's job and the
+# page-deciding group run at 5 s), since a short false "down" is more likely to be scraped (and
+# paged) at 5 s.
 SCRAPE = "5s"
 # (e): the services must be down at http this soon after the uplink returns: one interval
 # with its jitter (each check's next probe) + the re-check + a tolerance of one timeout.

@@ -36,8 +36,8 @@ from typing import Any
 
 import yaml
 
-from exporter.config import load as load_config
-from exporter.config import merge
+from exporter.config.loader import load as load_config
+from exporter.config.loader import merge
 
 from . import netns
 

@@ -34,7 +34,9 @@ import pytest
 from exporter.model import Phase, Reason
 from exporter.probes import ProbeEnv, run_probe
 from exporter.sim.certs import LabCA
-from exporter.sim.node import NodeError, NodeSpec, SimNode, SpecError
+from exporter.sim.control import NodeError
+from exporter.sim.node import SimNode
+from exporter.sim.nodespec import NodeSpec, SpecError
 from tests.conftest import LOOPBACK_POLICY, LoopbackResolver, make_check
 
 LOOPBACK = "127.0.0.1"

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from exporter.config import parse
+from exporter.config.loader import parse
+from exporter.engine.runtime import Runtime
 from exporter.model import ProbeResult, Reason
-from exporter.runtime import Runtime
 
 CONFIG: dict[str, Any] = {
     "builtin_catalog": False,

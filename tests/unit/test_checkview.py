@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exporter import checkview
+from exporter.cli import checkview
 
 NOW = datetime(2026, 11, 21, 14, 30, tzinfo=UTC).timestamp()
 SINCE = datetime(2026, 11, 21, 14, 2, 41, tzinfo=UTC).timestamp()

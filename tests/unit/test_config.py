@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from exporter import config
-from exporter.config import ConfigError
+from exporter.config import loader
+from exporter.config.loader import ConfigError
 from exporter.egress import EVERYWHERE
 
 MINIMAL = """
@@ -21,8 +21,8 @@ services:
 """
 
 
-def parse(text: str) -> config.Config:
-    return config.parse(textwrap.dedent(text), "test.yml")
+def parse(text: str) -> loader.Config:
+    return loader.parse(textwrap.dedent(text), "test.yml")
 
 
 def errors(text: str) -> list[str]:
@@ -32,7 +32,7 @@ def errors(text: str) -> list[str]:
 
 
 def test_builtin_catalogue_is_valid_and_complete() -> None:
-    loaded = config.load(None)
+    loaded = loader.load(None)
     names = {s.name for s in loaded.meta_services}
     assert names == {
         "facebook",
@@ -56,7 +56,7 @@ def test_builtin_catalogue_is_valid_and_complete() -> None:
     assert graph.params.json_expect["error.code"] == 2500
     # The optional authenticated check is off by default, so no token is needed.
     assert all(c.name != "health_status" for c in loaded.checks)
-    assert loaded.egress.allow == config.EgressPolicy.from_strings(EVERYWHERE).allow
+    assert loaded.egress.allow == loader.EgressPolicy.from_strings(EVERYWHERE).allow
 
 
 def test_minimal_config_with_defaults() -> None:
@@ -254,11 +254,11 @@ def test_token_env_must_be_set_only_when_check_enabled(monkeypatch: pytest.Monke
 
 def test_unreadable_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
-        config.load(str(tmp_path / "missing.yml"))
+        loader.load(str(tmp_path / "missing.yml"))
 
 
 def test_command_line_overrides_replace_egress_and_resolvers() -> None:
-    loaded = config.with_overrides(
+    loaded = loader.with_overrides(
         parse(MINIMAL), allow=["127.0.0.0/8"], resolvers=["127.0.0.1:5353"]
     )
     assert loaded.egress.permits("127.0.0.1") and not loaded.egress.permits("157.240.1.35")

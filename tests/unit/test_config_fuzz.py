@@ -1,6 +1,6 @@
 """Config fuzzing: random YAML never crashes the validator.
 
-`exporter.config.parse` must either return a Config or raise ConfigError whose every problem
+`exporter.config.loader.parse` must either return a Config or raise ConfigError whose every problem
 names file:line:column; any other exception is a bug. Documents are built from the config's
 real keys (so the fuzzer gets deep into sections, checks and prober params) mixed with random
 keys and values, plus raw random text. Derandomized, so CI runs the same examples every time.
@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter import config
+from exporter.config import loader
 from exporter.probes import REGISTRY
 
 FILE = "fuzz.yml"
@@ -23,13 +23,13 @@ POSITION = re.compile(r"^(fuzz\.yml|<built-in catalog\.yaml>):\d+:\d+: ")
 
 REAL_KEYS = sorted(
     {
-        *config._TOP_KEYS,
-        *(f.name for cls in config._TOP_SECTIONS.values() for f in dataclasses.fields(cls)),
-        *(f.name for f in dataclasses.fields(config.CheckCommon)),
-        *(f.name for f in dataclasses.fields(config.ServiceSection)),
+        *loader._TOP_KEYS,
+        *(f.name for cls in loader._TOP_SECTIONS.values() for f in dataclasses.fields(cls)),
+        *(f.name for f in dataclasses.fields(loader.CheckCommon)),
+        *(f.name for f in dataclasses.fields(loader.ServiceSection)),
         *(f.name for kind in REGISTRY.values() for f in dataclasses.fields(kind.params)),
-        *(f.name for f in dataclasses.fields(config.BgpSection)),
-        *(f.name for f in dataclasses.fields(config.OfficialStatusSection)),
+        *(f.name for f in dataclasses.fields(loader.BgpSection)),
+        *(f.name for f in dataclasses.fields(loader.OfficialStatusSection)),
         "facebook",
         "web",
         "control",
@@ -89,8 +89,8 @@ shaped = st.fixed_dictionaries(
 
 def assert_parses_or_explains(text: str) -> None:
     try:
-        config.parse(text, FILE)
-    except config.ConfigError as exc:
+        loader.parse(text, FILE)
+    except loader.ConfigError as exc:
         assert exc.problems
         for problem in exc.problems:
             assert problem.position.line >= 1 and problem.position.column >= 1

@@ -10,10 +10,10 @@ import re
 import pytest
 
 from exporter.egress import LOOPBACK, EgressPolicy, PolicyViolation
+from exporter.engine.scheduler import Scheduler, phase_slots, steered_due
+from exporter.engine.store import CheckRecord, ResultStore
 from exporter.model import ProbeResult, Reason
-from exporter.scheduler import Scheduler, phase_slots, steered_due
 from exporter.spec import CheckSpec, Settings
-from exporter.store import CheckRecord, ResultStore
 from tests.conftest import make_check
 
 

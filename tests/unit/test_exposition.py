@@ -1,4 +1,4 @@
-"""/metrics' fast per-check rendering (exporter/exposition.py) is prometheus_client's, byte
+"""/metrics' fast per-check rendering (exporter/web/exposition.py) is prometheus_client's, byte
 for byte: the same families, samples, values and order, in the text format and in
 OpenMetrics, over results of every kind (successes with phases, DNS and TLS failures, IPv6,
 a check never probed, counts past a million) and across slice boundaries."""
@@ -14,11 +14,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import config as config_module
-from exporter import exposition
-from exporter.metrics import build_registry, check_families
+from exporter.config import loader as config_module
+from exporter.engine.runtime import Runtime
 from exporter.model import Phase, ProbeResult, Reason
-from exporter.runtime import Runtime
+from exporter.web import exposition
+from exporter.web.metrics import build_registry, check_families
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from exporter import config
+from exporter.config import loader
+from exporter.engine.verdict import CheckState, service_verdict
 from exporter.feeds import bgp
 from exporter.feeds.feedset import parse_baseline
 from exporter.feeds.official import (
@@ -23,7 +24,6 @@ from exporter.feeds.official import (
 )
 from exporter.model import Layer, Status
 from exporter.sim.feeds import peers, ris_update
-from exporter.verdict import CheckState, service_verdict
 from tests.unit.test_verdict import CONFIRM, SERVICE, UP_VANTAGE, failing, ok
 
 DNS_A, DNS_B = "129.134.30.0/23", "185.89.218.0/23"
@@ -317,8 +317,8 @@ def test_a_malformed_looking_glass_answer_says_where(document: object, complaint
 
 def test_a_bad_seed_url_names_the_place() -> None:
     text = "feeds:\n  bgp:\n    seed: {enabled: true, url: 'wss://x/'}\n"
-    with pytest.raises(config.ConfigError) as error:
-        config.parse(text, "x.yml")
+    with pytest.raises(loader.ConfigError) as error:
+        loader.parse(text, "x.yml")
     assert (
         "x.yml:3:32: feeds.bgp.seed.url: 'wss://x/' must be an absolute http or https URL"
         in str(error.value)
@@ -469,7 +469,7 @@ def test_bgp_does_not_judge_otherwise(service: object, withdrawn: frozenset[str]
 
 
 def test_our_own_network_down_wins_over_bgp() -> None:
-    from exporter.verdict import VantageHealth
+    from exporter.engine.verdict import VantageHealth
 
     verdict = service_verdict(
         FACEBOOK,
@@ -485,7 +485,7 @@ def test_our_own_network_down_wins_over_bgp() -> None:
 
 
 def test_feeds_are_off_without_the_catalogue_and_prefixes_are_gathered() -> None:
-    bare = config.parse("builtin_catalog: false\nservices: {}\n", "x.yml")
+    bare = loader.parse("builtin_catalog: false\nservices: {}\n", "x.yml")
     assert bare.bgp is None and bare.official_status is None
     text = (
         "builtin_catalog: false\n"
@@ -494,7 +494,7 @@ def test_feeds_are_off_without_the_catalogue_and_prefixes_are_gathered() -> None
         "services:\n  fb:\n    dns_prefixes: [129.134.30.0/23, 185.89.218.0/23]\n    status_orgs: [facebook-login]\n"
         "    checks: {web: {kind: tcp, host: 127.0.0.1, port: 9}}\n"
     )
-    parsed = config.parse(text, "x.yml")
+    parsed = loader.parse(text, "x.yml")
     assert parsed.bgp is not None and parsed.official_status is not None
     assert parsed.bgp.prefixes == (DNS_A, DNS_B, "2a03:2880:f0fc::/48")  # deduplicated, in order
     assert parsed.official_status.interval == 5.0
@@ -508,8 +508,8 @@ def test_feed_config_errors_name_the_place() -> None:
         "  typo: {}\n"
         "services:\n  facebook: {dns_prefixes: [129.134.30.1/23]}\n"
     )
-    with pytest.raises(config.ConfigError) as error:
-        config.parse(text, "x.yml")
+    with pytest.raises(loader.ConfigError) as error:
+        loader.parse(text, "x.yml")
     message = str(error.value)
     for expected in (
         "x.yml:2:29: feeds.bgp.url: 'https://x/' must be an absolute ws or wss URL",

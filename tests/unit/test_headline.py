@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.headline import VANTAGE_DOWN, Headline, headline, utc_time
+from exporter.engine.headline import VANTAGE_DOWN, Headline, headline, utc_time
+from exporter.engine.verdict import ServiceState, VantageHealth
 from exporter.model import Layer, Status
-from exporter.verdict import ServiceState, VantageHealth
 
 NOW = datetime(2026, 11, 21, 14, 30, tzinfo=UTC).timestamp()
 AT_1402 = datetime(2026, 11, 21, 14, 2, 41, tzinfo=UTC).timestamp()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from exporter.history import VANTAGE, History, Segment, Timeline
+from exporter.engine.history import VANTAGE, History, Segment, Timeline
 from exporter.model import Layer, Status
 
 HOUR = 3600.0

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
+from exporter.engine.scheduler import Scheduler
 from exporter.model import ProbeResult, Reason
-from exporter.scheduler import Scheduler
 from exporter.spec import CheckSpec, Settings
 from tests.conftest import make_check
 from tests.unit.virtual_time import VirtualClock, VirtualTimeLoop

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from exporter.engine.scheduler import Scheduler, startup_spread
 from exporter.model import ProbeResult, Reason
-from exporter.scheduler import Scheduler, startup_spread
 from exporter.spec import CheckSpec, Settings
 from tests.conftest import make_check
 

@@ -6,9 +6,7 @@ import dataclasses
 
 import pytest
 
-from exporter.model import Layer, ProbeResult, Reason, Status
-from exporter.spec import ServiceSpec
-from exporter.verdict import (
+from exporter.engine.verdict import (
     CheckState,
     Judgement,
     ServiceState,
@@ -19,6 +17,8 @@ from exporter.verdict import (
     service_verdict,
     vantage_health,
 )
+from exporter.model import Layer, ProbeResult, Reason, Status
+from exporter.spec import ServiceSpec
 from tests.conftest import make_check
 
 CONFIRM = 2
@@ -220,7 +220,7 @@ def test_no_control_checks_means_vantage_assumed_up() -> None:
 
 
 def test_since_holds_while_status_holds_and_resets_on_change() -> None:
-    from exporter.verdict import Verdict
+    from exporter.engine.verdict import Verdict
 
     first = next_state(None, Verdict(Status.UP, Layer.NONE, ""), now=100.0)
     same = next_state(first, Verdict(Status.UP, Layer.NONE, ""), now=200.0)

@@ -88,7 +88,7 @@ from typing import Any
 from unittest import mock
 
 import yaml
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -98,14 +98,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import exporter.scheduler
-from exporter.config import parse
+import exporter.engine.scheduler
+from exporter.config.loader import parse
+from exporter.engine.runtime import Runtime
 from exporter.model import ProbeResult, Reason, Status
-from exporter.runtime import Runtime
 from exporter.spec import CheckSpec, Config, ServiceSpec
 from tests.unit.virtual_time import VirtualClock, VirtualTimeLoop
 
-# The shipped timings (exporter/catalog.yaml).
+# The shipped timings (exporter/config/catalog.yaml).
 INTERVAL = 15.0
 JITTER = 0.1
 RECHECK = 2.0
@@ -515,7 +515,7 @@ class VerdictModel(RuleBasedStateMachine):
             mock.patch.object(socket, "getaddrinfo", _no_socket),
             # The scheduler's jitter and start-up spread, seeded: examples replay exactly.
             mock.patch.object(
-                exporter.scheduler,
+                exporter.engine.scheduler,
                 "random",
                 types.SimpleNamespace(Random=lambda: random.Random(rng.random())),
             ),
@@ -884,7 +884,7 @@ class VerdictModel(RuleBasedStateMachine):
             return True
         assert measured.failing_since is not None
         # As (iii)'s deadline, the hold restarts at a reload: it cancels the probes in flight
-        # and re-verifies the vantage before Meta failures count (README, "config reload").
+        # and re-verifies the vantage before Meta failures count (docs/verdict.md, "config reload").
         since = max(measured.failing_since, self.last_reload)
         return measured.after_success and now - since <= UP_HOLD
 
@@ -948,7 +948,8 @@ def _rel(t: float | None) -> str:
 VerdictModel.TestCase.settings = settings(
     max_examples=2000,
     derandomize=True,
-    deadline=None,  # the machine's speed is not under test
+    deadline=None,  # the machine's speed is not under test,
+    suppress_health_check=[HealthCheck.too_slow],  # nor on a loaded machine, its generation's
     stateful_step_count=25,
 )
 TestVerdictModel = VerdictModel.TestCase

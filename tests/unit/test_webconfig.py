@@ -10,11 +10,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.config import ConfigError
-from exporter.probe_endpoint import TokenBucket, find_check
+from exporter.config.loader import ConfigError
 from exporter.sim.certs import LabCA
-from exporter.webauth import BasicAuth, parse_basic
+from exporter.web import webconfig
+from exporter.web.probe_endpoint import TokenBucket, find_check
+from exporter.web.webauth import BasicAuth, parse_basic
 from tests.conftest import make_check
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()

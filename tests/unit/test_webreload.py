@@ -11,10 +11,10 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter import webconfig
 from exporter.sim.certs import LabCA
-from exporter.webauth import BasicAuth
-from exporter.webreload import RETRY_REFUSED, LiveWebConfig, fingerprint
+from exporter.web import webconfig
+from exporter.web.webauth import BasicAuth
+from exporter.web.webreload import RETRY_REFUSED, LiveWebConfig, fingerprint
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
 
