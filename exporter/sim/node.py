@@ -1,7 +1,8 @@
 """A sim node: one process running a set of simulated Meta servers, steered over a UNIX socket.
 
 The lab starts one node per network namespace (`ip netns exec NS python -m exporter.sim node
---spec spec.json`); the demo mode runs one on loopback. A node serves what its JSON spec lists
+--spec spec.json`); the demo builds the same servers in its own process instead
+(exporter/cli/demo.py). A node serves what its JSON spec lists
 (exporter.sim.nodespec: DNS, recursors, HTTPS front ends with HTTP/3, TCP sinks).
 
 The CA: every node of a lab loads the root kept in `ca_dir`; the first node to start with an
