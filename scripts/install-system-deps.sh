@@ -14,8 +14,10 @@ declare -A wanted=(
   [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [docker-compose]=docker-compose [setpriv]=util-linux [chromium]=chromium
   [taskset]=util-linux  # bench/: pins each exporter to one core
-  # tests/deploy/test_image.py: builds and runs the Dockerfile on a locally bootstrapped base
-  [podman]=podman [debootstrap]=debootstrap
+  # tests/deploy/test_image.py: builds and runs the Dockerfile on a locally bootstrapped base;
+  # with runc, not the crun podman pulls in, which refuses this host's hybrid cgroups
+  # (tests/deploy/containers.conf)
+  [podman]=podman [debootstrap]=debootstrap [runc]=runc
 )
 missing=()
 for command in "${!wanted[@]}"; do
