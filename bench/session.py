@@ -130,6 +130,7 @@ class Session:
     skipped: int = 0  # blackbox: scrapes skipped because the last one still ran
     metrics_render: list[float] = field(default_factory=list)  # ours: GET /metrics seconds
     metrics_bytes: int = 0
+    last_error: str | None = None  # floors: what the last failed probe said
 
     @property
     def cpu_per_1000(self) -> float | None:
@@ -377,6 +378,64 @@ class Blackbox(Subject):
         session.skipped = self.scraper.skipped
         session.durations = [s.duration for s in inside if not math.isnan(s.duration)]
         session.processing = [s.processing for s in inside if s.processing is not None]
+        return session
+
+
+class Floor(Subject):
+    """The bare exchange (bench/floor.py) at the workload's rate: what the TLS library and the
+    kernel cost with no exporter around them. Started by drive(): it runs for a set time."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        workload: Workload,
+        servers: Servers,
+        *,
+        engine: str,
+        cpus: str | None,
+    ) -> None:
+        self.workdir, self.workload, self.servers = workdir, workload, servers
+        self.engine, self.cpus = engine, cpus
+        self.session = Session(f"floor_{engine}", workload)
+        self.record = workdir / "floor.json"
+        self.process: RepoProcess | None = None
+
+    async def start(self) -> None:
+        """Nothing to wait for: the loop starts probing as drive() starts it."""
+
+    def drive(self, seconds: float) -> None:
+        targets = self.servers.targets
+        port = targets.https_port if self.workload.kind == "https" else targets.edge_port
+        argv = python_module(
+            "bench.floor",
+            f"--engine={self.engine}",
+            f"--kind={self.workload.kind}",
+            f"--port={port}",
+            f"--dns={targets.dns_host}:{targets.dns_port}",
+            f"--ca-file={targets.ca_file}",
+            f"--path=/d/{self.workload.delay_ms}",
+            f"--rate={self.workload.rate}",
+            f"--seconds={seconds}",
+            f"--record={self.record}",
+        )
+        self.process = RepoProcess("floor", pinned(argv, self.cpus, SUBJECT_NICE), self.workdir)
+        self.process.start()
+        self.pid = self.process.pid
+
+    async def halt(self) -> None:
+        try:
+            self.session.hwm_kib = _peak_rss(self.process)
+        finally:
+            if self.process is not None:
+                self.process.stop()  # SIGTERM: the loop writes its record
+
+    def results(self) -> Session:
+        session, window = self.session, self.window
+        assert window is not None
+        record = json.loads(self.record.read_text())
+        session.probes = sum(1 for at in record["started_at"] if window.holds(at))
+        session.failed = record["failed"]
+        session.last_error = record["last_error"]
         return session
 
 

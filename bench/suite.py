@@ -46,9 +46,18 @@ import aiohttp
 
 from bench import procstat, report
 from bench.proc import SERVER_NICE, SUBJECT_NICE
-from bench.session import Blackbox, Ours, Servers, Session, Subject, measure, start_servers
+from bench.session import (
+    Blackbox,
+    Floor,
+    Ours,
+    Servers,
+    Session,
+    Subject,
+    measure,
+    start_servers,
+)
 from bench.stats import median, percentile, ratio
-from bench.workload import KINDS, SUBJECTS, Workload
+from bench.workload import FLOORS, KINDS, SUBJECTS, Workload
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECT_CPUS = "0"
@@ -152,6 +161,7 @@ def summary(session: Session) -> dict[str, Any]:
         },
         "metrics_render_ms": ms(median(session.metrics_render)),
         "metrics_bytes": session.metrics_bytes,
+        "last_error": session.last_error,
     }  # fmt: skip
 
 
@@ -204,6 +214,10 @@ class Bench:
             **kwargs,
         )
 
+    def _floor(self, workload: Workload, name: str) -> Floor:
+        engine = name.removeprefix("floor_")
+        return Floor(self._dir(name), workload, self.servers, engine=engine, cpus=SUBJECT_CPUS)
+
     def _blackbox(self, workload: Workload) -> Blackbox:
         return Blackbox(self._dir("blackbox"), workload, self.servers, cpus=SUBJECT_CPUS)
 
@@ -244,6 +258,7 @@ class Bench:
                     subjects.append(self._blackbox(workload))
                 if self.before_tree is not None and "before" in able:
                     subjects.append(self._before(workload))
+                subjects += [self._floor(workload, f) for f in FLOORS if f in able]
                 if round_ % 2:
                     subjects.reverse()  # which one starts first
                 sessions = await measure(subjects, plan.warmup, plan.cpu_window)

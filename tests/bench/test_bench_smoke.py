@@ -39,12 +39,13 @@ def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     assert "ours/blackbox CPU per probe" in done.stdout  # each run prints its ratios
     document = json.loads(out.with_suffix(".json").read_text())
     https = document["cpu"]["https"]
-    for subject in ("ours", "blackbox"):
+    for subject in ("ours", "blackbox", "floor_ssl", "floor_curl"):
         figures = https["rounds"][0][subject]
         assert figures["probes"] > 0 and figures["failed"] == 0, figures
         assert figures["cpu_per_1000"] > 0 and figures["hwm_mib"] > 0, figures
     assert https["ratio"]["cpu_per_1000"] > 0
     assert document["meta"]["load_start"] and document["meta"]["load_end"]
     report = out.read_text()
-    for part in ("# Benchmarks", "## Goals", "## 1. CPU per probe", "| https |", "make bench"):
+    for part in ("# Benchmarks", "## Goals", "## 1. CPU per probe", "| https |", "make bench",
+                 "The floor under an HTTPS probe"):  # fmt: skip
         assert part in report

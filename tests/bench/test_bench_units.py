@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dns.message
+import dns.rrset
 import pytest
 import yaml
 
 from bench.blackbox import parse_probe
+from bench.floor import ENGINE_KINDS, a_query, first_a
 from bench.procstat import parse_stat_cpu, parse_status_kib
 from bench.servers import delay_of
 from bench.stats import percentile, ratio
 from bench.suite import next_scale_size
 from bench.workload import (
     CHECKS_PER_SERVICE,
+    FLOORS,
     KINDS,
+    SUBJECTS,
     Targets,
     Workload,
     blackbox_jobs,
@@ -112,3 +117,43 @@ def test_stats() -> None:
     assert percentile(values, 0.5) == 50 and percentile(values, 0.99) == 99
     assert percentile([], 0.5) is None
     assert ratio(1.0, 2.0) == 0.5 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+
+
+def _answer(query: bytes, *records: tuple[str, str, str], rcode: int = 0) -> bytes:
+    request = dns.message.from_wire(query)
+    answer = dns.message.make_response(request)
+    answer.set_rcode(rcode)
+    for name, rdtype, text in records:
+        answer.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, text))
+    return answer.to_wire()
+
+
+def test_floor_lookup_reads_the_first_a_record_after_a_cname() -> None:
+    query = a_query("www.bench.lab", 4242)
+    parsed = dns.message.from_wire(query)  # a query dnspython reads as ours
+    assert (parsed.id, str(parsed.question[0])) == (4242, "www.bench.lab. IN A")
+    wire = _answer(
+        query,
+        ("www.bench.lab.", "CNAME", "edge.bench.lab."),
+        ("edge.bench.lab.", "A", "127.0.0.9"),
+    )
+    assert first_a(wire, 4242) == "127.0.0.9"
+
+
+def test_floor_lookup_refuses_what_is_not_an_answer() -> None:
+    query = a_query("www.bench.lab", 7)
+    refused = {
+        "not an answer": (_answer(query, ("www.bench.lab.", "A", "127.0.0.9")), 8),  # other id
+        "rcode 3": (_answer(query, rcode=3), 7),
+        "no A record": (_answer(query), 7),
+        "short answer": (query[:8], 7),
+    }
+    for error, (wire, query_id) in refused.items():
+        with pytest.raises(ValueError, match=error):
+            first_a(wire, query_id)
+
+
+def test_every_floor_probes_only_the_kinds_its_engine_can() -> None:
+    for kind, subjects in SUBJECTS.items():
+        for floor in set(subjects) & set(FLOORS):
+            assert kind in ENGINE_KINDS[floor.removeprefix("floor_")], (kind, floor)

@@ -1,0 +1,204 @@
+"""The floor under an HTTPS probe: the same exchange as the exporters', with nothing around it.
+
+    python -m bench.floor --engine ssl  --kind https --port P --dns H:53 --ca-file F \
+        --rate 50 --seconds 20 --record OUT.json
+    python -m bench.floor --engine curl --kind h2 ...
+
+One blocking loop, one probe after another at a steady rate: an A lookup (a hand-built query
+on a fresh UDP socket, as both exporters ask one per probe), a fresh TCP connection, a full
+TLS handshake verified against the lab CA, GET, the whole body. No scheduler, no metrics, no
+event loop: what is left is the TLS library and the kernel.
+
+- `ssl`: Python's `ssl` (OpenSSL, the CA store parsed once) and a hand-written HTTP/1.1 GET:
+  the floor of any OpenSSL client (the floor issue 15 names).
+- `curl`: libcurl through pycurl, blocking, with the options our engine sets for a fresh
+  exchange (FRESH_CONNECT, FORBID_REUSE, no session cache, CONNECT_TO, CERTINFO): the floor
+  of our engine's library, so ours minus this is the exporter's own work.
+
+Each probe's start time is recorded; the record is written when the loop ends or on SIGTERM.
+A failed probe is counted, not retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import socket
+import ssl
+import struct
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.servers import BENCH_HOST
+
+ENGINES = ("ssl", "curl")
+# The kinds each engine can do: the ssl floor speaks HTTP/1.1 only.
+ENGINE_KINDS = {"ssl": ("https",), "curl": ("https", "h2", "h3")}
+TIMEOUT = 5.0
+
+
+def a_query(name: str, query_id: int) -> bytes:
+    """A DNS query for the A records of `name`, recursion desired (pure)."""
+    labels = b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.rstrip(".").split("."))
+    return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + labels + b"\0\0\1\0\1"
+
+
+def first_a(answer: bytes, query_id: int) -> str:
+    """The first A record's address in an answer to query `query_id` (pure). Raises
+    ValueError for another query's answer, an error rcode, or no A record."""
+    if len(answer) < 12:
+        raise ValueError("short answer")
+    got_id, flags, questions, records = struct.unpack("!HHHH", answer[:8])
+    if got_id != query_id or not flags & 0x8000:
+        raise ValueError("not an answer to this query")
+    if flags & 0xF:
+        raise ValueError(f"rcode {flags & 0xF}")
+    at = 12
+    for _ in range(questions):
+        at = _skip_name(answer, at) + 4
+    for _ in range(records):
+        at = _skip_name(answer, at)
+        rtype, _cls, _ttl, length = struct.unpack("!HHIH", answer[at : at + 10])
+        at += 10
+        if rtype == 1 and length == 4:
+            return socket.inet_ntoa(answer[at : at + 4])
+        at += length
+    raise ValueError("no A record")
+
+
+def _skip_name(wire: bytes, at: int) -> int:
+    while True:
+        length = wire[at]
+        if length == 0:
+            return at + 1
+        if length & 0xC0 == 0xC0:  # a compression pointer ends the name
+            return at + 2
+        at += 1 + length
+
+
+def lookup(server: tuple[str, int]) -> str:
+    query_id = random.randrange(1 << 16)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(server)
+        sock.send(a_query(BENCH_HOST, query_id))
+        return first_a(sock.recv(4096), query_id)
+
+
+def ssl_exchange(context: ssl.SSLContext, port: int, path: str) -> Callable[[str], None]:
+    request = f"GET {path} HTTP/1.1\r\nHost: {BENCH_HOST}:{port}\r\nConnection: close\r\n\r\n"
+
+    def exchange(address: str) -> None:
+        answer = bytearray()
+        with (
+            socket.create_connection((address, port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=BENCH_HOST) as tls,
+        ):
+            tls.sendall(request.encode())
+            while chunk := tls.recv(65536):
+                answer += chunk
+        if not answer.startswith(b"HTTP/1.1 2"):
+            raise ValueError(f"answer {bytes(answer[:40])!r}")
+
+    return exchange
+
+
+def curl_exchange(kind: str, port: int, path: str, ca_file: str) -> Callable[[str], None]:
+    import pycurl  # only this engine needs it
+
+    versions = {
+        "https": pycurl.CURL_HTTP_VERSION_1_1,
+        "h2": pycurl.CURL_HTTP_VERSION_2TLS,
+        "h3": pycurl.CURL_HTTP_VERSION_3ONLY,
+    }
+    curl = pycurl.Curl()  # one handle: its own multi keeps the parsed CA store, as ours does
+    body = bytearray()
+
+    def exchange(address: str) -> None:
+        body.clear()
+        curl.reset()
+        curl.setopt(pycurl.URL, f"https://{BENCH_HOST}:{port}{path}")
+        curl.setopt(pycurl.CONNECT_TO, [f"{BENCH_HOST}:{port}:{address}:{port}"])
+        curl.setopt(pycurl.HTTP_VERSION, versions[kind])
+        curl.setopt(pycurl.CAINFO, ca_file)
+        curl.setopt(pycurl.FRESH_CONNECT, 1)
+        curl.setopt(pycurl.FORBID_REUSE, 1)
+        curl.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
+        curl.setopt(pycurl.OPT_CERTINFO, 1)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.TIMEOUT_MS, int(TIMEOUT * 1000))
+        curl.setopt(pycurl.WRITEFUNCTION, body.extend)
+        curl.perform()
+        curl.getinfo(pycurl.INFO_CERTINFO)  # our engine reads the chain for the expiry
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
+        if not 200 <= status < 300:
+            raise ValueError(f"status {status}")
+
+    return exchange
+
+
+def run(
+    exchange: Callable[[str], None],
+    dns: tuple[str, int],
+    rate: float,
+    seconds: float,
+    record: dict[str, Any],
+) -> None:
+    """Probe at `rate` per second for `seconds`: on schedule, never catching up in a burst."""
+    step = 1.0 / rate
+    ends = time.monotonic() + seconds
+    due = time.monotonic()
+    while due < ends:
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        record["started_at"].append(time.time())
+        try:
+            exchange(lookup(dns))
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            record["failed"] += 1
+            record["last_error"] = str(exc)
+        except Exception as exc:  # pycurl.error and anything else: counted, not fatal
+            record["failed"] += 1
+            record["last_error"] = repr(exc)
+        due = max(due + step, time.monotonic() - step)  # late: skip, do not bunch up
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor")
+    parser.add_argument("--engine", choices=ENGINES, required=True)
+    parser.add_argument("--kind", choices=("https", "h2", "h3"), default="https")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dns", required=True, help="host:port of the bench DNS server")
+    parser.add_argument("--ca-file", required=True)
+    parser.add_argument("--path", default="/d/0")
+    parser.add_argument("--rate", type=float, required=True, help="probes per second")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--record", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.kind not in ENGINE_KINDS[args.engine]:
+        parser.error(f"engine {args.engine} cannot probe {args.kind}")
+    host, _, port = args.dns.rpartition(":")
+    if args.engine == "ssl":
+        context = ssl.create_default_context(cafile=args.ca_file)
+        exchange = ssl_exchange(context, args.port, args.path)
+    else:
+        exchange = curl_exchange(args.kind, args.port, args.path, args.ca_file)
+    record: dict[str, Any] = {"started_at": [], "failed": 0, "last_error": None}
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwinds to the write below
+    try:
+        run(exchange, (host, int(port)), args.rate, args.seconds, record)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        args.record.write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
