@@ -19,11 +19,18 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from exporter.cli import commands
-from exporter.engine import runtime as runtime_module
-from exporter.engine.store import Histogram
 from exporter.model import Phase, ProbeResult
 from exporter.spec import CheckSpec
+
+try:
+    from exporter.cli import commands
+    from exporter.engine import runtime as runtime_module
+    from exporter.engine.store import Histogram
+except ImportError:  # a "before" tree from ahead of the rooms (issue 18): a flat package
+    from exporter.store import Histogram  # type: ignore[no-redef]
+
+    from exporter import cli as commands  # type: ignore[no-redef]
+    from exporter import runtime as runtime_module  # type: ignore[no-redef]
 
 
 class Recorder:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bench.blackbox import parse_probe
-from bench.floor import ENGINE_KINDS, a_query, first_a
+from bench.floor import ENGINE_KINDS, a_query, complete, first_a
 from bench.procstat import parse_stat_cpu, parse_status_kib
 from bench.servers import delay_of
 from bench.stats import percentile, ratio
@@ -157,3 +157,12 @@ def test_every_floor_probes_only_the_kinds_its_engine_can() -> None:
     for kind, subjects in SUBJECTS.items():
         for floor in set(subjects) & set(FLOORS):
             assert kind in ENGINE_KINDS[floor.removeprefix("floor_")], (kind, floor)
+
+
+def test_floor_reads_an_answer_up_to_its_content_length() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+    assert not complete(head[:20])
+    assert not complete(head + b"abc")
+    assert complete(head + b"abcde")
+    with pytest.raises(ValueError, match="Content-Length"):
+        complete(b"HTTP/1.1 200 OK\r\n\r\nbody")
