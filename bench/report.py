@@ -194,8 +194,9 @@ def floor_table(cpu: dict[str, Any]) -> list[str]:
         "",
         "The floor under an HTTPS probe, measured in the same windows (`bench/floor.py`: one "
         "blocking loop at the same rate, the same A lookup, fresh connection, full handshake, "
-        "GET, body; no exporter around it). `ssl`: Python's ssl module (OpenSSL); `curl`: "
-        "libcurl with our engine's options for a fresh exchange. Ours minus the curl floor is "
+        "GET, body; no exporter around it). `ssl`: Python's ssl module (the system's OpenSSL); "
+        "`curl`: libcurl (the pycurl wheel's own OpenSSL) with our engine's options for a "
+        "fresh exchange. Ours minus the curl floor is "
         "the exporter's own work per probe.",
         "",
         "| kind | floor ssl CPU s / 1000 | floor curl | ours | blackbox | floor ssl / blackbox "
