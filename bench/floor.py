@@ -1,7 +1,7 @@
 """The floor under an HTTPS probe: the same exchange as the exporters', with nothing around it.
 
-    python -m bench.floor --engine ssl  --kind https --port P --dns H:53 --ca-file F \
-        --rate 50 --seconds 20 --record OUT.json
+    python -m bench.floor --engine ssl  --kind https --url https://www.bench.lab:P/d/0 \
+        --dns H:53 --ca-file F --rate 50 --seconds 20 --record OUT.json
     python -m bench.floor --engine curl --kind h2 ...
 
 One blocking loop, one probe after another at a steady rate: an A lookup (a hand-built query
@@ -33,12 +33,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from bench.servers import BENCH_HOST
+from urllib.parse import urlsplit
 
 ENGINES = ("ssl", "curl")
 # The kinds each engine can do: the ssl floor speaks HTTP/1.1 only.
 ENGINE_KINDS = {"ssl": ("https",), "curl": ("https", "h2", "h3")}
+# The bench kind -> our engine's `http_version` (exporter.probes.curl.HTTP_VERSIONS).
+HTTP_VERSION_OF_KIND = {"https": "1.1", "h2": "2", "h3": "3"}
 TIMEOUT = 5.0
 
 
@@ -81,26 +82,28 @@ def _skip_name(wire: bytes, at: int) -> int:
         at += 1 + length
 
 
-def lookup(server: tuple[str, int]) -> str:
+def lookup(server: tuple[str, int], name: str) -> str:
     query_id = random.randrange(1 << 16)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(TIMEOUT)
         sock.connect(server)
-        sock.send(a_query(BENCH_HOST, query_id))
+        sock.send(a_query(name, query_id))
         return first_a(sock.recv(4096), query_id)
 
 
-def ssl_exchange(context: ssl.SSLContext, port: int, path: str) -> Callable[[str], None]:
-    request = f"GET {path} HTTP/1.1\r\nHost: {BENCH_HOST}:{port}\r\nConnection: close\r\n\r\n"
+def ssl_exchange(context: ssl.SSLContext, url: str) -> Callable[[str], None]:
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
 
     def exchange(address: str) -> None:
         answer = bytearray()
-        raw = socket.create_connection((address, port), timeout=TIMEOUT)
+        raw = socket.create_connection((address, parts.port), timeout=TIMEOUT)
         # As libcurl and Go do: else the request waits behind the Finished for a delayed ACK.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with (
             raw,
-            context.wrap_socket(raw, server_hostname=BENCH_HOST) as tls,
+            context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
         ):
             tls.sendall(request.encode())
             # Up to the end of the body, as a client does: not until the server hangs up.
@@ -124,23 +127,21 @@ def complete(answer: bytes | bytearray) -> bool:
     raise ValueError("no Content-Length")  # the bench server always sends one
 
 
-def curl_exchange(kind: str, port: int, path: str, ca_file: str) -> Callable[[str], None]:
+def curl_exchange(kind: str, url: str, ca_file: str) -> Callable[[str], None]:
     import pycurl  # only this engine needs it
 
-    versions = {
-        "https": pycurl.CURL_HTTP_VERSION_1_1,
-        "h2": pycurl.CURL_HTTP_VERSION_2TLS,
-        "h3": pycurl.CURL_HTTP_VERSION_3ONLY,
-    }
+    from exporter.probes.curl import HTTP_VERSIONS
+
+    parts = urlsplit(url)
     curl = pycurl.Curl()  # one handle: its own multi keeps the parsed CA store, as ours does
     body = bytearray()
 
     def exchange(address: str) -> None:
         body.clear()
         curl.reset()
-        curl.setopt(pycurl.URL, f"https://{BENCH_HOST}:{port}{path}")
-        curl.setopt(pycurl.CONNECT_TO, [f"{BENCH_HOST}:{port}:{address}:{port}"])
-        curl.setopt(pycurl.HTTP_VERSION, versions[kind])
+        curl.setopt(pycurl.URL, url)
+        curl.setopt(pycurl.CONNECT_TO, [f"{parts.hostname}:{parts.port}:{address}:{parts.port}"])
+        curl.setopt(pycurl.HTTP_VERSION, HTTP_VERSIONS[HTTP_VERSION_OF_KIND[kind]])
         curl.setopt(pycurl.CAINFO, ca_file)
         curl.setopt(pycurl.FRESH_CONNECT, 1)
         curl.setopt(pycurl.FORBID_REUSE, 1)
@@ -161,6 +162,7 @@ def curl_exchange(kind: str, port: int, path: str, ca_file: str) -> Callable[[st
 def run(
     exchange: Callable[[str], None],
     dns: tuple[str, int],
+    name: str,
     rate: float,
     seconds: float,
     record: dict[str, Any],
@@ -175,11 +177,8 @@ def run(
             time.sleep(pause)
         record["started_at"].append(time.time())
         try:
-            exchange(lookup(dns))
-        except (OSError, ValueError, ssl.SSLError) as exc:
-            record["failed"] += 1
-            record["last_error"] = str(exc)
-        except Exception as exc:  # pycurl.error and anything else: counted, not fatal
+            exchange(lookup(dns, name))
+        except Exception as exc:  # OSError, ssl, pycurl.error, a bad answer: counted, not fatal
             record["failed"] += 1
             record["last_error"] = repr(exc)
         due = max(due + step, time.monotonic() - step)  # late: skip, do not bunch up
@@ -189,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
     parser.add_argument("--engine", choices=ENGINES, required=True)
     parser.add_argument("--kind", choices=("https", "h2", "h3"), default="https")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--url", required=True, help="what to GET (bench.workload.https_url)")
     parser.add_argument("--dns", required=True, help="host:port of the bench DNS server")
     parser.add_argument("--ca-file", required=True)
-    parser.add_argument("--path", default="/d/0")
     parser.add_argument("--rate", type=float, required=True, help="probes per second")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--record", type=Path, required=True)
@@ -202,13 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = args.dns.rpartition(":")
     if args.engine == "ssl":
         context = ssl.create_default_context(cafile=args.ca_file)
-        exchange = ssl_exchange(context, args.port, args.path)
+        exchange = ssl_exchange(context, args.url)
     else:
-        exchange = curl_exchange(args.kind, args.port, args.path, args.ca_file)
+        exchange = curl_exchange(args.kind, args.url, args.ca_file)
     record: dict[str, Any] = {"started_at": [], "failed": 0, "last_error": None}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwinds to the write below
+    name = urlsplit(args.url).hostname or ""
     try:
-        run(exchange, (host, int(port)), args.rate, args.seconds, record)
+        run(exchange, (host, int(port)), name, args.rate, args.seconds, record)
     except KeyboardInterrupt:
         pass
     finally:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.stats import ratio
 from bench.workload import CHECKS_PER_SERVICE
 
 CPU_GOAL = 1.0
@@ -76,11 +77,11 @@ def goals(doc: dict[str, Any]) -> list[str]:
             goal = CPU_GOAL_BY_KIND.get(kind, CPU_GOAL)
             lines.append(_goal_line(f"CPU per probe ratio <= {goal:g}, {kind}, steady", r, goal))
     if "timing" in doc:
-        worst = max((_burst_ratio(t) or 0.0 for t in doc["timing"]), default=None)
+        bursts = [r for t in doc["timing"] if (r := _burst_ratio(t)) is not None]
         lines.append(
             _goal_line(
                 f"CPU per probe ratio <= {BURST_CPU_GOAL:g}, https, at burst (worst timing level)",
-                worst or None,
+                max(bursts, default=None),
                 BURST_CPU_GOAL,
             )
         )
@@ -111,8 +112,7 @@ def _goal_line(goal: str, value: float | None, limit: float) -> str:
 
 def _burst_ratio(level: dict[str, Any]) -> float | None:
     """Ours / blackbox CPU per probe at one timing level (checks fired together)."""
-    ours, theirs = level["ours"].get("cpu_per_1000"), level["blackbox"].get("cpu_per_1000")
-    return ours / theirs if ours and theirs else None
+    return ratio(level["ours"].get("cpu_per_1000"), level["blackbox"].get("cpu_per_1000"))
 
 
 def _by(level: dict[str, Any]) -> str:
@@ -210,14 +210,10 @@ def floor_table(cpu: dict[str, Any]) -> list[str]:
         own = ours - curl["cpu_per_1000"] if curl.get("cpu_per_1000") is not None else None
         lines.append(
             f"| {kind} | {f(ssl_.get('cpu_per_1000'), 3)} | {f(curl.get('cpu_per_1000'), 3)} "
-            f"| {f(ours, 3)} | {f(bb, 3)} | {x(_over(ssl_.get('cpu_per_1000'), bb))} "
-            f"| {x(_over(curl.get('cpu_per_1000'), bb))} | {f(own, 3)} |"
+            f"| {f(ours, 3)} | {f(bb, 3)} | {x(ratio(ssl_.get('cpu_per_1000'), bb))} "
+            f"| {x(ratio(curl.get('cpu_per_1000'), bb))} | {f(own, 3)} |"
         )
     return lines
-
-
-def _over(value: float | None, reference: float | None) -> float | None:
-    return value / reference if value is not None and reference else None
 
 
 def _subject(figures: dict[str, Any], who: str) -> dict[str, Any]:

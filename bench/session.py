@@ -18,7 +18,7 @@ import yaml
 
 from bench import blackbox, procstat
 from bench.proc import SERVER_NICE, SUBJECT_NICE, RepoProcess, pinned, python_module
-from bench.workload import Targets, Workload, blackbox_jobs, exporter_config
+from bench.workload import Targets, Workload, blackbox_jobs, exporter_config, https_url
 from tests.conftest import closed_port
 
 
@@ -405,15 +405,13 @@ class Floor(Subject):
 
     def drive(self, seconds: float) -> None:
         targets = self.servers.targets
-        port = targets.https_port if self.workload.kind == "https" else targets.edge_port
         argv = python_module(
             "bench.floor",
             f"--engine={self.engine}",
             f"--kind={self.workload.kind}",
-            f"--port={port}",
+            f"--url={https_url(targets, self.workload, 0)}",
             f"--dns={targets.dns_host}:{targets.dns_port}",
             f"--ca-file={targets.ca_file}",
-            f"--path=/d/{self.workload.delay_ms}",
             f"--rate={self.workload.rate}",
             f"--seconds={seconds}",
             f"--record={self.record}",
