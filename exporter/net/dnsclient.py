@@ -2,16 +2,20 @@
 
 The exporter never uses the libc resolver: every lookup (DNS checks, and the names that
 TCP/TLS/HTTP checks connect to) goes through here, so the time is measured and a DNS
-failure reads the same in every check.
+failure reads the same in every check. Two ways of asking share how servers are tried
+(ask_servers): `query` gives DNS checks dnspython's whole message; `lookup_addresses` gives
+the resolver addresses on a lean path (dnswire), the lookup in front of every other probe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dns.asyncquery
 import dns.exception
@@ -26,8 +30,13 @@ from exporter.egress import EgressPolicy
 from exporter.model import Reason
 from exporter.spec import Endpoint
 
+from . import dnswire
+
 # Per-attempt wait for one server when the caller's deadline leaves more time.
 DEFAULT_ATTEMPT_TIMEOUT = 1.0
+# The lookups the resolver makes, by their type's number on the wire.
+ADDRESS_TYPES = {"A": 1, "AAAA": 28}
+Reply = TypeVar("Reply")  # an answer as one way of asking reads it
 
 RCODE_REASONS = {
     dns.rcode.NXDOMAIN: Reason.DNS_NXDOMAIN,
@@ -72,22 +81,14 @@ def _remaining(deadline: float) -> float:
     return deadline - time.monotonic()
 
 
-async def udp_exchange(
-    request: dns.message.Message,
-    host: str,
-    port: int,
-    timeout: float,
-    *,
-    ignore_trailing: bool = False,
-) -> dns.message.Message:
-    """One UDP exchange on a connected socket, so an ICMP "unreachable" surfaces at once
-    as an OSError instead of leaving us to wait out the timeout.
+async def udp_roundtrip(wire: bytes, host: str, port: int, timeout: float) -> bytes:
+    """Send one datagram and return the first one back, on a connected socket: an ICMP
+    "unreachable" surfaces at once as an OSError instead of leaving us to wait out the
+    timeout, and datagrams from anywhere but (host, port) never reach it.
 
     A plain non-blocking socket and the loop's sock_* calls, as dns.asyncquery.udp would
     do but without its transport and protocol pair per query, which cost more CPU than the
-    exchange itself (docs/benchmarks.md). Same outcomes: dns.exception.Timeout, OSError,
-    or a DNSException for a malformed answer or one that does not answer this query. The
-    connected socket only receives from (host, port): datagrams from elsewhere never reach it.
+    exchange itself (docs/benchmarks.md). Raises dns.exception.Timeout or OSError.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     loop = asyncio.get_running_loop()
@@ -96,10 +97,24 @@ async def udp_exchange(
         sock.connect((host, port))  # UDP: no packet leaves, it fixes the peer
         try:
             async with asyncio.timeout(timeout):
-                await loop.sock_sendall(sock, request.to_wire())
-                wire = await loop.sock_recv(sock, 65535)
+                await loop.sock_sendall(sock, wire)
+                return await loop.sock_recv(sock, 65535)
         except TimeoutError:
             raise dns.exception.Timeout(timeout=timeout) from None
+
+
+async def udp_exchange(
+    request: dns.message.Message,
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    ignore_trailing: bool = False,
+) -> dns.message.Message:
+    """One query over UDP (udp_roundtrip), the answer parsed by dnspython. Same outcomes as
+    dns.asyncquery.udp: dns.exception.Timeout, OSError, or a DNSException for a malformed
+    answer or one that does not answer this query."""
+    wire = await udp_roundtrip(request.to_wire(), host, port, timeout)
     response = dns.message.from_wire(
         wire, keyring=request.keyring, request_mac=request.mac, ignore_trailing=ignore_trailing
     )
@@ -133,6 +148,68 @@ async def query(
     use_tcp: bool = False,
     attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
 ) -> Answer:
+    """The whole answer for (name, rdtype), parsed by dnspython, from the first server that
+    gives a definite one (ask_servers says how they are tried): what the DNS checks judge.
+    """
+    request = dns.message.make_query(name, rdtype)
+    if not recursion_desired:
+        request.flags &= ~dns.flags.RD
+
+    async def ask(server: Endpoint, timeout: float) -> dns.message.Message:
+        return await _ask_once(request, server, timeout, use_tcp)
+
+    response, server = await ask_servers(
+        ask, lambda m: m.rcode(), servers, policy, deadline, what, attempt_timeout
+    )
+    return Answer(response, server)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAnswer:
+    reply: dnswire.AddressReply
+    server: Endpoint
+
+
+async def lookup_addresses(
+    name: str,
+    rdtype: str,
+    servers: Sequence[Endpoint],
+    policy: EgressPolicy,
+    *,
+    deadline: float,
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+) -> AddressAnswer:
+    """An A or AAAA lookup for the resolver, on the lean path (dnswire): a prebuilt query,
+    only the rcode, addresses and CNAME read. Servers are tried as `query` tries them; a
+    truncated answer is asked again over TCP, as a stub resolver would."""
+    rdtype_code = ADDRESS_TYPES[rdtype]
+    wire = dnswire.with_id(dnswire.query_wire(name, rdtype_code), secrets.randbits(16))
+
+    async def ask(server: Endpoint, timeout: float) -> dnswire.AddressReply:
+        answer = await udp_roundtrip(wire, server.host, server.port, timeout)
+        reply = dnswire.read_reply(answer, wire)
+        if not reply.truncated:
+            return reply
+        response = await dns.asyncquery.tcp(
+            dns.message.from_wire(wire), server.host, timeout=timeout, port=server.port
+        )
+        return dnswire.read_reply(response.to_wire(), wire)
+
+    reply, server = await ask_servers(
+        ask, lambda r: r.rcode, servers, policy, deadline, "resolver", attempt_timeout
+    )
+    return AddressAnswer(reply, server)
+
+
+async def ask_servers(
+    ask: Callable[[Endpoint, float], Awaitable[Reply]],
+    rcode_of: Callable[[Reply], int],
+    servers: Sequence[Endpoint],
+    policy: EgressPolicy,
+    deadline: float,
+    what: str,
+    attempt_timeout: float,
+) -> tuple[Reply, Endpoint]:
     """Ask the servers in turn until one gives a definite answer (NOERROR or NXDOMAIN).
 
     SERVFAIL / REFUSED / timeouts move on to the next server, round-robin, until the
@@ -146,10 +223,7 @@ async def query(
     if not allowed:
         blocked = servers[0].host if servers else "(none configured)"
         policy.require(blocked, what)
-    request = dns.message.make_query(name, rdtype)
-    if not recursion_desired:
-        request.flags &= ~dns.flags.RD
-    last_answer: Answer | None = None
+    last_answer: tuple[Reply, Endpoint] | None = None
     last_error = "no answer"
     timed_out = False
     unreachable: set[Endpoint] = set()
@@ -161,7 +235,7 @@ async def query(
             continue
         timeout = min(attempt_timeout, _remaining(deadline))
         try:
-            response = await _ask_once(request, server, timeout, use_tcp)
+            reply = await ask(server, timeout)
         except dns.exception.Timeout:
             last_error, timed_out = f"{what} {server} did not answer within {timeout:.2f}s", True
             continue
@@ -173,8 +247,8 @@ async def query(
             raise DnsFailure(
                 Reason.DNS_ERROR, f"{what} {server}: malformed answer: {exc}"
             ) from None
-        last_answer = Answer(response, server)
-        if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        last_answer = (reply, server)
+        if rcode_of(reply) in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             return last_answer
         if attempt >= 2 * len(allowed):
             break  # every server said no, twice: that is the answer
@@ -186,12 +260,17 @@ async def query(
 
 def failure_for_rcode(answer: Answer, name: str) -> DnsFailure | None:
     """The failure an rcode means, or None for NOERROR."""
-    reason = RCODE_REASONS.get(answer.response.rcode())
-    if reason is None and answer.response.rcode() != dns.rcode.NOERROR:
+    return failure_for(answer.response.rcode(), answer.server, name)
+
+
+def failure_for(rcode: int, server: Endpoint, name: str) -> DnsFailure | None:
+    reason = RCODE_REASONS.get(rcode)
+    if reason is None and rcode != dns.rcode.NOERROR:
         reason = Reason.DNS_ERROR
     if reason is None:
         return None
-    return DnsFailure(reason, f"{answer.server} answered {answer.rcode} for {name}", answer.rcode)
+    text = dns.rcode.to_text(rcode)
+    return DnsFailure(reason, f"{server} answered {text} for {name}", text)
 
 
 def records(answer: Answer, rdtype: str | int) -> list[str]:
@@ -200,10 +279,3 @@ def records(answer: Answer, rdtype: str | int) -> list[str]:
     return [
         rd.to_text() for rrset in answer.response.answer if rrset.rdtype == wanted for rd in rrset
     ]
-
-
-def cname_target(answer: Answer) -> str | None:
-    for rrset in answer.response.answer:
-        if rrset.rdtype == dns.rdatatype.CNAME:
-            return rrset[0].target.to_text()
-    return None

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from ipaddress import ip_address
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.model import Layer, Reason
+from exporter.net.resolver import is_ip_literal
 from exporter.spec import CheckSpec
 
 from . import curl, sockets
@@ -198,19 +198,11 @@ def _wants_body(params: HttpParams, status: int) -> bool:
     return _in_ranges(status, params.status_ranges)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 async def _addresses(url: URL, check: CheckSpec, env: ProbeEnv, run: ProbeRun) -> list[str]:
     """Where url's host is: an IP literal as it is, the check's own host by its override or
     our resolver, any other (a redirect's) by our resolver. Never the system's."""
     host = url.host or ""
-    if _is_ip(host):
+    if is_ip_literal(host):
         env.policy.require(host, "address")
         return [host]
     params: HttpParams = check.params
