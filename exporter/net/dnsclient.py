@@ -182,8 +182,11 @@ async def lookup_addresses(
     """An A or AAAA lookup for the resolver, on the lean path (dnswire): a prebuilt query,
     only the rcode, addresses and CNAME read. Servers are tried as `query` tries them; a
     truncated answer is asked again over TCP, as a stub resolver would."""
-    rdtype_code = ADDRESS_TYPES[rdtype]
-    wire = dnswire.with_id(dnswire.query_wire(name, rdtype_code), secrets.randbits(16))
+    try:
+        question = dnswire.query_wire(name, ADDRESS_TYPES[rdtype])
+    except dns.exception.DNSException as exc:  # a label over 63 bytes, an empty one...
+        raise DnsFailure(Reason.DNS_ERROR, f"{name!r} is not a DNS name: {exc}") from None
+    wire = dnswire.with_id(question, secrets.randbits(16))
 
     async def ask(server: Endpoint, timeout: float) -> dnswire.AddressReply:
         answer = await udp_roundtrip(wire, server.host, server.port, timeout)

@@ -4,9 +4,14 @@ read only for what the resolver needs: rcode, TC, the addresses, a CNAME to chas
 dnspython parses a whole message into objects. For the A/AAAA lookup in front of every TCP,
 TLS and HTTP probe that was the largest part of the exporter's own CPU per probe
 (docs/benchmarks.md). DNS checks keep dnspython: they export the rcode, flags and records
-as the server sent them. In what it reads (header, question, answer records), it accepts and
-rejects what dnspython would; it does not read the authority and additional sections.
-tests/unit/test_dnswire.py holds the two side by side.
+as the server sent them.
+
+Where both read an answer, they read the same (tests/unit/test_dnswire.py holds the two side
+by side): the same checks on the header, the question and names (compression pointers
+included), the same rcode, TC flag, addresses and CNAME target. Ours reads less, so it
+refuses less: the data of records of other types and the authority and additional sections
+are not parsed, so damage there is not an error. Addresses come in the order the server
+sent them (dnspython groups them by owner first; a CNAME chain has one owner anyway).
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ def read_reply(wire: bytes, query: bytes) -> AddressReply:
         or flags & _OPCODE != query_flags & _OPCODE
     ):
         raise dns.query.BadResponse
-    rcode = flags & 0xF
+    rcode = flags & 0xF  # no extended rcode: the query has no EDNS, so the answer has none
     truncated = bool(flags & _TC)
     question = query[_HEADER.size :]
     if qdcount == 0 and rcode in _QUESTIONLESS_RCODES:

@@ -221,3 +221,12 @@ async def test_the_tcp_answer_is_taken_whatever_its_tc_flag(
 
     resolver = resolver_for(await odd_server(answer))
     assert await resolver.resolve("a.example", "ip4", deadline=deadline()) == ["127.0.0.7"]
+
+
+@pytest.mark.parametrize("name", ["a" * 64 + ".example", "a..example", ("a" * 60 + ".") * 5])
+async def test_a_name_dns_cannot_carry_is_a_dns_error(resolver: Resolver, name: str) -> None:
+    """A redirect may lead anywhere: a name no query can carry fails as DNS, named."""
+    with pytest.raises(DnsFailure) as failure:
+        await resolver.resolve(name, "ip4", deadline=deadline())
+    assert failure.value.reason is Reason.DNS_ERROR
+    assert "is not a DNS name" in failure.value.detail
