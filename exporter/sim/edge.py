@@ -228,7 +228,10 @@ def _bound_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """A TCP and a UDP socket bound to the same host and port (0: a free one for both)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(20):
-        tcp = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # accepted ones inherit it. With proto 0, Nagle held each answer's body until the
+        # client's delayed ACK: 40 ms after its headers, which no real edge does.
+        tcp = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         udp = socket.socket(family, socket.SOCK_DGRAM)
         try:
             for sock in (tcp, udp):

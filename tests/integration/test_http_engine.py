@@ -17,7 +17,7 @@ from exporter.probes import ProbeEnv, curl, run_probe
 from exporter.probes.base import ProbeRun
 from exporter.probes.http import HttpParams
 from exporter.sim.certs import LabCA, SniCertificates
-from exporter.sim.edge import EdgeServer
+from exporter.sim.edge import EdgeServer, _bound_pair
 from exporter.sim.frontend import Fault, FrontendServer, FrontendState, HostSpec
 from tests.conftest import LOOPBACK_POLICY, assert_outcome, closed_port, make_check
 from tests.integration.test_tcp_tls_probe import Handler, serving
@@ -367,3 +367,27 @@ async def test_http3_clients_that_give_up_cost_the_edge_only_their_streams(
     frontend.state.clear_faults()
     result = await run_probe(check_at(edge.port, "3", timeout=2.0), probe_env)
     assert_outcome(result, Reason.OK, Layer.NONE)
+
+
+async def test_the_edges_connections_send_small_writes_at_once() -> None:
+    """The edge's TCP listener is made as asyncio needs it to set TCP_NODELAY on each
+    connection (as real edges do): without it, Nagle held every HTTP/1.1 body until the
+    client's delayed ACK, 40 ms after its headers."""
+    tcp, udp = _bound_pair("127.0.0.1", 0)
+    udp.close()
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            nodelay.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=tcp)
+    try:
+        _, writer = await asyncio.open_connection(*tcp.getsockname()[:2])
+        assert await asyncio.wait_for(nodelay, 5) == 1
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
