@@ -99,12 +99,12 @@ def read_reply(wire: bytes, query: bytes) -> AddressReply:
     question = query[_HEADER.size :]
     if qdcount == 0 and rcode in _QUESTIONLESS_RCODES:
         return AddressReply(rcode, truncated, (), wire)
-    # Names compare without regard to case: a server may echo 0x20-mixed case.
     end_of_question = _HEADER.size + len(question)
     if qdcount != 1:
         raise dns.query.BadResponse
     if len(wire) < end_of_question:
         raise MalformedReply("answer cut short in its question")
+    # Names compare without regard to case: a server may echo 0x20-mixed case.
     if wire[_HEADER.size : end_of_question].lower() != question.lower():
         raise dns.query.BadResponse
     qtype = int.from_bytes(question[-4:-2], "big")
@@ -136,7 +136,7 @@ def read_reply(wire: bytes, query: bytes) -> AddressReply:
 
 
 def _skip_name(wire: bytes, offset: int) -> int:
-    """Where the name at offset ends (its pointers checked, not followed for the length)."""
+    """Where the name at offset ends in the message (its pointers followed and checked)."""
     _, end = _read_name(wire, offset, decode=False)
     return end
 
