@@ -7,10 +7,14 @@
 One blocking loop, one probe after another at a steady rate: an A lookup (a hand-built query
 on a fresh UDP socket, as both exporters ask one per probe), a fresh TCP connection, a full
 TLS handshake verified against the lab CA, GET, the whole body. No scheduler, no metrics, no
-event loop: what is left is the TLS library and the kernel.
+event loop: what is left is the TLS library and the kernel (and, but for `openssl`, the
+Python of the loop itself).
 
-- `ssl`: Python's `ssl` (OpenSSL, the CA store parsed once) and a hand-written HTTP/1.1 GET:
-  the floor of any OpenSSL client (the floor issue 15 names).
+- `openssl`: the same loop in C (bench/floor_openssl.c), built here with the system's C
+  compiler against the OpenSSL the pycurl wheel bundles: the floor of libcurl's own TLS
+  library with nothing around it, so the lowest any client of it can cost.
+- `ssl`: Python's `ssl` (the system's OpenSSL, the CA store parsed once) and a hand-written
+  HTTP/1.1 GET: the floor issue 15 names.
 - `curl`: libcurl through pycurl, blocking, with the options our engine sets for a fresh
   exchange (FRESH_CONNECT, FORBID_REUSE, no session cache, CONNECT_TO, CERTINFO): the floor
   of our engine's library, so ours minus this is the exporter's own work.
@@ -22,22 +26,27 @@ A failed probe is counted, not retried.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import random
 import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ENGINES = ("ssl", "curl")
-# The kinds each engine can do: the ssl floor speaks HTTP/1.1 only.
-ENGINE_KINDS = {"ssl": ("https",), "curl": ("https", "h2", "h3")}
+ENGINES = ("openssl", "ssl", "curl")
+# The kinds each engine can do: the openssl and ssl floors speak HTTP/1.1 only.
+ENGINE_KINDS = {"openssl": ("https",), "ssl": ("https",), "curl": ("https", "h2", "h3")}
+OPENSSL_SOURCE = Path(__file__).with_name("floor_openssl.c")
 # The bench kind -> our engine's `http_version` (exporter.probes.curl.HTTP_VERSIONS).
 HTTP_VERSION_OF_KIND = {"https": "1.1", "h2": "2", "h3": "3"}
 TIMEOUT = 5.0
@@ -93,8 +102,9 @@ def lookup(server: tuple[str, int], name: str) -> str:
 
 def ssl_exchange(context: ssl.SSLContext, url: str) -> Callable[[str], None]:
     parts = urlsplit(url)
-    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-    request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
+    request = (
+        f"GET {request_target(url)} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
+    )
 
     def exchange(address: str) -> None:
         answer = bytearray()
@@ -113,6 +123,12 @@ def ssl_exchange(context: ssl.SSLContext, url: str) -> Callable[[str], None]:
             raise ValueError(f"answer {bytes(answer[:40])!r} ({len(answer)} bytes)")
 
     return exchange
+
+
+def request_target(url: str) -> str:
+    """What an HTTP/1.1 request line asks for: the path and the query (pure)."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
 def complete(answer: bytes | bytearray) -> bool:
@@ -159,6 +175,37 @@ def curl_exchange(kind: str, url: str, ca_file: str) -> Callable[[str], None]:
     return exchange
 
 
+def openssl_floor() -> Path:
+    """bench/floor_openssl.c built against the pycurl wheel's own libssl and libcrypto (the
+    system's OpenSSL headers: the 3.x ABI is stable), once per source and library; the
+    binary is cached in the temporary directory. Raises RuntimeError naming what is missing."""
+    import pycurl  # only to find the wheel's libraries
+
+    libs = Path(pycurl.__file__).resolve().parents[1] / "pycurl.libs"
+    found = {lib: sorted(libs.glob(f"{lib}-*.so*")) for lib in ("libssl", "libcrypto")}
+    if not all(found.values()):
+        raise RuntimeError(f"no libssl or libcrypto in {libs}: pycurl is not the PyPI wheel")
+    ssl_lib, crypto_lib = found["libssl"][0], found["libcrypto"][0]
+    source = OPENSSL_SOURCE.read_bytes()
+    key = hashlib.sha256(source + f"{ssl_lib}{crypto_lib}".encode()).hexdigest()[:16]
+    binary = Path(tempfile.gettempdir()) / f"mox-floor-openssl-{key}"
+    if binary.exists():
+        return binary
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}")
+    command = [
+        "cc", "-O2", "-D_GNU_SOURCE", "-Wall", "-Werror", "-o", str(partial), str(OPENSSL_SOURCE),
+        f"-L{libs}", f"-l:{ssl_lib.name}", f"-l:{crypto_lib.name}", f"-Wl,-rpath,{libs}",
+    ]  # fmt: skip
+    try:
+        built = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("no C compiler (cc): install gcc and libssl-dev") from None
+    if built.returncode != 0:
+        raise RuntimeError(f"building {OPENSSL_SOURCE.name} failed: {built.stderr.strip()}")
+    partial.replace(binary)  # atomic: a concurrent build or reader never sees half a file
+    return binary
+
+
 def run(
     exchange: Callable[[str], None],
     dns: tuple[str, int],
@@ -198,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind not in ENGINE_KINDS[args.engine]:
         parser.error(f"engine {args.engine} cannot probe {args.kind}")
     host, _, port = args.dns.rpartition(":")
+    name = urlsplit(args.url).hostname or ""
+    if args.engine == "openssl":  # the process becomes the C loop: no Python left in it
+        binary = str(openssl_floor())
+        port_of_url = str(urlsplit(args.url).port)
+        target = request_target(args.url)
+        argv_c = [binary, host, port, name, port_of_url, target, args.ca_file]
+        os.execv(binary, [*argv_c, str(args.rate), str(args.seconds), str(args.record)])
     if args.engine == "ssl":
         context = ssl.create_default_context(cafile=args.ca_file)
         exchange = ssl_exchange(context, args.url)
@@ -205,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
         exchange = curl_exchange(args.kind, args.url, args.ca_file)
     record: dict[str, Any] = {"started_at": [], "failed": 0, "last_error": None}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwinds to the write below
-    name = urlsplit(args.url).hostname or ""
     try:
         run(exchange, (host, int(port)), name, args.rate, args.seconds, record)
     except KeyboardInterrupt:

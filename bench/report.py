@@ -40,7 +40,8 @@ def header(doc: dict[str, Any]) -> list[str]:
         "",
         f"Measured {meta['date']} on `{m['host']}`: {m['cpu']}, {m['cpus']} CPUs, "
         f"{m['memory_gib']} GiB, Linux {m['kernel']}; Python {m['python']}, aiohttp "
-        f"{m['aiohttp']}, {m['openssl']}; reference {m['blackbox']} (Debian).",
+        f"{m['aiohttp']}, {m['openssl']}, {m.get('pycurl', 'pycurl n/a')}; "
+        f"reference {m['blackbox']} (Debian).",
         "",
         f"Reproduce (root): `make bench` or `.venv/bin/{meta['command']}` "
         f"({meta['duration_s'] // 60} min {meta['duration_s'] % 60} s); raw figures: "
@@ -187,33 +188,40 @@ def cpu_section(doc: dict[str, Any]) -> list[str]:
 
 def floor_table(cpu: dict[str, Any]) -> list[str]:
     """The bare exchange beside both exporters: how much of a probe is the TLS library's."""
-    kinds = [k for k in cpu if any(s in cpu[k]["median"] for s in ("floor_ssl", "floor_curl"))]
+    floors = ("floor_openssl", "floor_ssl", "floor_curl")
+    kinds = [k for k in cpu if any(s in cpu[k]["median"] for s in floors)]
     if not kinds:
         return []
     lines = [
         "",
         "The floor under an HTTPS probe, measured in the same windows (`bench/floor.py`: one "
         "blocking loop at the same rate, the same A lookup, fresh connection, full handshake, "
-        "GET, body; no exporter around it). `ssl`: Python's ssl module (the system's OpenSSL); "
-        "`curl`: libcurl (the pycurl wheel's own OpenSSL) with our engine's options for a "
-        "fresh exchange. Ours minus the curl floor is "
-        "the exporter's own work per probe.",
+        "GET, body; no exporter around it). `openssl`: that loop in C "
+        "(`bench/floor_openssl.c`) on the pycurl wheel's own OpenSSL, no Python: the lowest "
+        "any client of libcurl's TLS library can cost. `ssl`: Python's ssl module (the "
+        "system's OpenSSL). `curl`: libcurl through pycurl with our engine's options for a "
+        "fresh exchange. Ours minus the curl floor is the exporter's own work per probe; the "
+        "curl floor minus the openssl floor is libcurl's and pycurl's.",
         "",
-        "| kind | floor ssl CPU s / 1000 | floor curl | ours | blackbox | floor ssl / blackbox "
-        "| floor curl / blackbox | ours - floor curl |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kind | floor openssl CPU s / 1000 | floor ssl | floor curl | ours | blackbox "
+        "| openssl / blackbox | ssl / blackbox | curl / blackbox | ours - floor curl "
+        "| floor curl - floor openssl |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in kinds:
         m = cpu[kind]["median"]
-        ssl_, curl = _subject(m, "floor_ssl"), _subject(m, "floor_curl")
+        c_, ssl_, curl = (_subject(m, floor).get("cpu_per_1000") for floor in floors)
         ours, bb = m["ours"]["cpu_per_1000"], _subject(m, "blackbox").get("cpu_per_1000")
-        own = ours - curl["cpu_per_1000"] if curl.get("cpu_per_1000") is not None else None
         lines.append(
-            f"| {kind} | {f(ssl_.get('cpu_per_1000'), 3)} | {f(curl.get('cpu_per_1000'), 3)} "
-            f"| {f(ours, 3)} | {f(bb, 3)} | {x(ratio(ssl_.get('cpu_per_1000'), bb))} "
-            f"| {x(ratio(curl.get('cpu_per_1000'), bb))} | {f(own, 3)} |"
+            f"| {kind} | {f(c_, 3)} | {f(ssl_, 3)} | {f(curl, 3)} | {f(ours, 3)} | {f(bb, 3)} "
+            f"| {x(ratio(c_, bb))} | {x(ratio(ssl_, bb))} | {x(ratio(curl, bb))} "
+            f"| {f(_minus(ours, curl), 3)} | {f(_minus(curl, c_), 3)} |"
         )
     return lines
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _subject(figures: dict[str, Any], who: str) -> dict[str, Any]:

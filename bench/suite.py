@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pycurl
 
 from bench import procstat, report
+from bench.floor import openssl_floor
 from bench.proc import SERVER_NICE, SUBJECT_NICE
 from bench.session import (
     Blackbox,
@@ -216,6 +218,8 @@ class Bench:
 
     def _floor(self, workload: Workload, name: str) -> Floor:
         engine = name.removeprefix("floor_")
+        if engine == "openssl":
+            openssl_floor()  # built here, once: a missing compiler stops the suite, named
         return Floor(self._dir(name), workload, self.servers, engine=engine, cpus=SUBJECT_CPUS)
 
     def _blackbox(self, workload: Workload) -> Blackbox:
@@ -497,6 +501,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "openssl": ssl.OPENSSL_VERSION,
+        "pycurl": pycurl.version,  # libcurl, the wheel's own OpenSSL: the curl and openssl floors
         "blackbox": (version.stdout + version.stderr).splitlines()[0] if version.returncode == 0
         else "not found",
     }  # fmt: skip

@@ -12,12 +12,12 @@ from bench.servers import BENCH_HOST
 # https: HTTP/1.1 (the lean server offers no ALPN); h2 and h3: HTTP/2 and HTTP/3 on the edge
 # role (hypercorn). blackbox_exporter 0.23 has no HTTP/3, and the aiohttp-era exporter
 # ("before") only HTTP/1.1: the kinds each can probe are in SUBJECTS. The floors
-# (bench/floor.py) are the bare exchange with no exporter around it: Python's ssl (HTTP/1.1
-# only) and libcurl.
+# (bench/floor.py) are the bare exchange with no exporter around it: OpenSSL from C and
+# Python's ssl (HTTP/1.1 only), and libcurl.
 KINDS = ("https", "h2", "h3", "dns", "tcp")
-FLOORS = ("floor_ssl", "floor_curl")
+FLOORS = ("floor_openssl", "floor_ssl", "floor_curl")
 SUBJECTS = {
-    "https": ("ours", "blackbox", "before", "floor_ssl", "floor_curl"),
+    "https": ("ours", "blackbox", "before", "floor_openssl", "floor_ssl", "floor_curl"),
     "h2": ("ours", "blackbox", "floor_curl"),
     "h3": ("ours", "floor_curl"),
     "dns": ("ours", "blackbox", "before"),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the full test suite uses: the lab (iproute2, nftables), the end-to-end
-# alerting tests (prometheus, prometheus-alertmanager) and the benchmarks' reference
-# (prometheus-blackbox-exporter; `make bench`), and `docker-compose config` for deploy/compose/ (it only
-# parses: no engine needed), chromium for the status page's browser tests, and podman with
-# debootstrap to build and run the container image. Installs only
-# what is missing; needs root and apt-get.
+# alerting tests (prometheus, prometheus-alertmanager), the benchmarks' reference
+# (prometheus-blackbox-exporter; `make bench`) and their floor in C (gcc, libssl-dev),
+# `docker-compose config` for deploy/compose/ (it only parses: no engine needed), chromium
+# for the status page's browser tests, and podman with debootstrap to build and run the
+# container image. Installs only what is missing; needs root and apt-get.
 # Without root it says what is missing and exits 0: those tests then skip with a message.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ declare -A wanted=(
   [amtool]=prometheus-alertmanager [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [docker-compose]=docker-compose [setpriv]=util-linux [chromium]=chromium
   [taskset]=util-linux  # bench/: pins each exporter to one core
+  [cc]=gcc  # bench/floor_openssl.c: the floor in C (and libssl-dev's headers, below)
   # tests/deploy/test_image.py: builds and runs the Dockerfile on a locally bootstrapped base;
   # with runc, not the crun podman pulls in, which refuses this host's hybrid cgroups
   # (tests/deploy/containers.conf)
@@ -24,6 +25,7 @@ for command in "${!wanted[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

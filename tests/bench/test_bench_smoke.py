@@ -39,7 +39,7 @@ def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     assert "ours/blackbox CPU per probe" in done.stdout  # each run prints its ratios
     document = json.loads(out.with_suffix(".json").read_text())
     https = document["cpu"]["https"]
-    for subject in ("ours", "blackbox", "floor_ssl", "floor_curl"):
+    for subject in ("ours", "blackbox", "floor_openssl", "floor_ssl", "floor_curl"):
         figures = https["rounds"][0][subject]
         assert figures["probes"] > 0 and figures["failed"] == 0, figures
         assert figures["cpu_per_1000"] > 0 and figures["hwm_mib"] > 0, figures
