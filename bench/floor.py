@@ -177,33 +177,60 @@ def curl_exchange(kind: str, url: str, ca_file: str) -> Callable[[str], None]:
 
 def openssl_floor() -> Path:
     """bench/floor_openssl.c built against the pycurl wheel's own libssl and libcrypto (the
-    system's OpenSSL headers: the 3.x ABI is stable), once per source and library; the
-    binary is cached in the temporary directory. Raises RuntimeError naming what is missing."""
+    system's OpenSSL headers: the 3.x ABI is stable), once per source, library and compiler
+    command. The binary is cached in a directory only this user can write (it is executed,
+    as root under `make bench`: never from a shared /tmp). Raises RuntimeError naming what
+    is missing or wrong."""
     import pycurl  # only to find the wheel's libraries
 
     libs = Path(pycurl.__file__).resolve().parents[1] / "pycurl.libs"
     found = {lib: sorted(libs.glob(f"{lib}-*.so*")) for lib in ("libssl", "libcrypto")}
     if not all(found.values()):
         raise RuntimeError(f"no libssl or libcrypto in {libs}: pycurl is not the PyPI wheel")
-    ssl_lib, crypto_lib = found["libssl"][0], found["libcrypto"][0]
-    source = OPENSSL_SOURCE.read_bytes()
-    key = hashlib.sha256(source + f"{ssl_lib}{crypto_lib}".encode()).hexdigest()[:16]
-    binary = Path(tempfile.gettempdir()) / f"mox-floor-openssl-{key}"
-    if binary.exists():
-        return binary
-    partial = binary.with_name(f"{binary.name}.{os.getpid()}")
-    command = [
-        "cc", "-O2", "-D_GNU_SOURCE", "-Wall", "-Werror", "-o", str(partial), str(OPENSSL_SOURCE),
-        f"-L{libs}", f"-l:{ssl_lib.name}", f"-l:{crypto_lib.name}", f"-Wl,-rpath,{libs}",
+    flags = [
+        "-O2", "-D_GNU_SOURCE", "-Wall", "-Werror", str(OPENSSL_SOURCE), f"-L{libs}",
+        f"-l:{found['libssl'][0].name}", f"-l:{found['libcrypto'][0].name}", f"-Wl,-rpath,{libs}",
     ]  # fmt: skip
+    key = hashlib.sha256(OPENSSL_SOURCE.read_bytes() + "\0".join(flags).encode()).hexdigest()
+    cache = _private_dir(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meta-outage-exporter"
+    )
+    binary = cache / f"floor-openssl-{key[:16]}"
+    if binary.exists():
+        _require_private(binary)
+        return binary
+    handle, partial = tempfile.mkstemp(dir=cache, prefix=f"{binary.name}.")
+    os.close(handle)
     try:
-        built = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError:
-        raise RuntimeError("no C compiler (cc): install gcc and libssl-dev") from None
-    if built.returncode != 0:
-        raise RuntimeError(f"building {OPENSSL_SOURCE.name} failed: {built.stderr.strip()}")
-    partial.replace(binary)  # atomic: a concurrent build or reader never sees half a file
+        try:
+            built = subprocess.run(
+                ["cc", "-o", partial, *flags], capture_output=True, text=True, timeout=120
+            )
+        except FileNotFoundError:
+            raise RuntimeError("no C compiler (cc): install gcc and libssl-dev") from None
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"building {OPENSSL_SOURCE.name} took over 120 s") from None
+        if built.returncode != 0:
+            hint = " (install libssl-dev)" if "openssl/" in built.stderr else ""
+            raise RuntimeError(f"building {OPENSSL_SOURCE.name} failed{hint}: {built.stderr}")
+        os.chmod(partial, 0o700)
+        os.replace(partial, binary)  # atomic: a concurrent build or reader never sees half
+    finally:
+        Path(partial).unlink(missing_ok=True)  # a failed build's; gone once it is the binary
     return binary
+
+
+def _private_dir(directory: Path) -> Path:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _require_private(directory)
+    return directory
+
+
+def _require_private(path: Path) -> None:
+    """Refuse a file or directory another user owns or may write: we execute from it."""
+    status = path.stat()
+    if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+        raise RuntimeError(f"{path} is not private to this user (owner or mode): not running it")
 
 
 def run(

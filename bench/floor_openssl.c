@@ -9,7 +9,8 @@
    usage: floor_openssl DNS_HOST DNS_PORT NAME PORT PATH CA_FILE RATE SECONDS RECORD
 
    Writes RECORD (JSON: started_at, failed, last_error, library) when the loop ends or on
-   SIGTERM; a probe cut short by SIGTERM is not counted as failed. */
+   SIGTERM; a probe cut short by SIGTERM is not counted as failed, nor is its error kept.
+   Reads answers of up to 64 KiB (the bench server's is about 1 KiB). */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,8 @@
 #define TIMEOUT_SECONDS 5
 
 static volatile sig_atomic_t stopping;
-static char last_error[256];
+static char probe_error[256]; /* why the probe under way failed */
+static char last_error[256];  /* why the last counted failure failed: the record's */
 
 static void on_sigterm(int signum) { (void)signum; stopping = 1; }
 
@@ -47,14 +50,35 @@ static double wall(void) {
 }
 
 static int fail(const char *what) {
-    snprintf(last_error, sizeof last_error, "%s", what);
+    snprintf(probe_error, sizeof probe_error, "%s", what);
     return -1;
 }
 
-static int fail_tls(const char *what) {
-    char reason[200];
-    ERR_error_string_n(ERR_get_error(), reason, sizeof reason);
-    snprintf(last_error, sizeof last_error, "%s: %s", what, reason);
+/* Why an SSL call that returned `returned` failed: OpenSSL's reason (and the certificate's,
+   if verification failed), else the socket's, where a timeout reads as one. */
+static int fail_ssl(SSL *tls, int returned, const char *what) {
+    int socket_error = errno, kind = SSL_get_error(tls, returned);
+    /* On these blocking sockets only SO_RCVTIMEO / SO_SNDTIMEO make OpenSSL ask for a retry. */
+    int timed_out = kind == SSL_ERROR_WANT_READ || kind == SSL_ERROR_WANT_WRITE ||
+                    (kind == SSL_ERROR_SYSCALL &&
+                     (socket_error == EAGAIN || socket_error == EWOULDBLOCK));
+    unsigned long code = ERR_peek_error();
+    long verify = SSL_get_verify_result(tls);
+    char reason[160];
+    if (code != 0 && verify != X509_V_OK) {
+        ERR_error_string_n(code, reason, sizeof reason);
+        snprintf(probe_error, sizeof probe_error, "%s: %s (%s)", what, reason,
+                 X509_verify_cert_error_string(verify));
+    } else if (code != 0) {
+        ERR_error_string_n(code, reason, sizeof reason);
+        snprintf(probe_error, sizeof probe_error, "%s: %s", what, reason);
+    } else if (timed_out) {
+        snprintf(probe_error, sizeof probe_error, "%s: timeout", what);
+    } else if (kind == SSL_ERROR_SYSCALL && socket_error != 0) {
+        snprintf(probe_error, sizeof probe_error, "%s: %s", what, strerror(socket_error));
+    } else {
+        snprintf(probe_error, sizeof probe_error, "%s: connection closed", what);
+    }
     ERR_clear_error();
     return -1;
 }
@@ -118,13 +142,15 @@ static int lookup(const struct sockaddr_in *server, const char *name, struct in_
     size += 1;                                   /* the root label */
     query[size + 1] = 1, query[size + 3] = 1;    /* type A, class IN */
     size += 4;
-    int fd = timed_socket(SOCK_DGRAM), got = -1;
+    int fd = timed_socket(SOCK_DGRAM), got = -1, error = 0;
     if (fd < 0) return fail("dns socket");
     if (connect(fd, (const struct sockaddr *)server, sizeof *server) == 0 &&
         send(fd, query, size, 0) == size)
         got = (int)recv(fd, answer, sizeof answer, 0);
+    if (got < 0) error = errno;
     close(fd);
-    if (got < 0) return fail(errno == EAGAIN ? "dns timeout" : "dns exchange");
+    if (error == EAGAIN || error == EWOULDBLOCK) return fail("dns timeout");
+    if (got < 0) return fail("dns exchange");
     return first_a(answer, got, id, out);
 }
 
@@ -153,29 +179,33 @@ static int exchange(SSL_CTX *context, struct in_addr address, int port, const ch
     tls = SSL_new(context);
     if (!tls || !SSL_set_fd(tls, fd) || !SSL_set_tlsext_host_name(tls, host) ||
         !SSL_set1_host(tls, host)) {
-        fail_tls("tls setup");
+        fail("tls setup");
         goto done;
     }
-    if (SSL_connect(tls) != 1) {
-        fail_tls("handshake");
+    int returned = SSL_connect(tls);
+    if (returned != 1) {
+        fail_ssl(tls, returned, "handshake");
         goto done;
     }
-    if (SSL_write(tls, request, (int)strlen(request)) <= 0) {
-        fail_tls("write");
+    if ((returned = SSL_write(tls, request, (int)strlen(request))) <= 0) {
+        fail_ssl(tls, returned, "write");
         goto done;
     }
     char answer[65536];
-    int size = 0, got, status_ok = 0;
-    while (size < (int)sizeof answer - 1 &&
-           (got = SSL_read(tls, answer + size, (int)sizeof answer - 1 - size)) > 0) {
-        size += got;
+    int size = 0, status_ok = 0;
+    while (size < (int)sizeof answer - 1) {
+        if ((returned = SSL_read(tls, answer + size, (int)sizeof answer - 1 - size)) <= 0) {
+            fail_ssl(tls, returned, "answer cut short");
+            goto done;
+        }
+        size += returned;
         answer[size] = '\0';
         if (complete(answer, size, &status_ok)) {
             result = status_ok ? 0 : fail("not a 2xx answer");
             goto done;
         }
     }
-    fail("answer cut short");
+    fail("answer over 64 KiB");
 done:
     SSL_free(tls);
     close(fd);
@@ -214,22 +244,25 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *name = argv[3], *path = argv[5], *ca_file = argv[6], *record = argv[9];
-    int port = atoi(argv[4]);
+    int dns_port = atoi(argv[2]), port = atoi(argv[4]);
     double rate = atof(argv[7]), seconds = atof(argv[8]);
-    struct sockaddr_in dns = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    if (inet_pton(AF_INET, argv[1], &dns.sin_addr) != 1 || port <= 0 || rate <= 0 || seconds < 0) {
-        fputs("floor_openssl: bad DNS_HOST, PORT, RATE or SECONDS\n", stderr);
+    struct sockaddr_in dns = {.sin_family = AF_INET, .sin_port = htons(dns_port)};
+    if (inet_pton(AF_INET, argv[1], &dns.sin_addr) != 1 || dns_port <= 0 || dns_port > 65535 ||
+        port <= 0 || port > 65535 || rate <= 0 || seconds < 0) {
+        fputs("floor_openssl: bad DNS_HOST, DNS_PORT, PORT, RATE or SECONDS\n", stderr);
         return 2;
     }
     /* No SA_RESTART: SIGTERM interrupts a sleep or a blocking call, and the loop ends. */
     struct sigaction stop = {.sa_handler = on_sigterm};
     sigaction(SIGTERM, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a server hanging up mid-write is a failed probe, not our end */
     srand((unsigned)(getpid() ^ (unsigned)wall()));
 
     SSL_CTX *context = SSL_CTX_new(TLS_client_method());
     if (!context || SSL_CTX_load_verify_locations(context, ca_file, NULL) != 1) {
-        fail_tls(ca_file);
-        fprintf(stderr, "floor_openssl: %s\n", last_error);
+        char reason[160];
+        ERR_error_string_n(ERR_get_error(), reason, sizeof reason);
+        fprintf(stderr, "floor_openssl: %s: %s\n", ca_file, reason);
         return 1;
     }
     SSL_CTX_set_verify(context, SSL_VERIFY_PEER, NULL);
@@ -248,10 +281,14 @@ int main(int argc, char **argv) {
             if (nanosleep(&nap, NULL) != 0) continue;  /* SIGTERM: the loop's test ends it */
         }
         started[count++] = wall();
+        ERR_clear_error(); /* an error is this probe's own */
         struct in_addr address;
         int ok = lookup(&dns, name, &address) == 0 &&
                  exchange(context, address, port, name, request) == 0;
-        if (!ok && !stopping) failed++;  /* cut short by SIGTERM: not a failure */
+        if (!ok && !stopping) { /* cut short by SIGTERM: not a failure */
+            failed++;
+            memcpy(last_error, probe_error, sizeof last_error);
+        }
         double now = monotonic();
         due = due + step > now - step ? due + step : now - step;  /* late: skip, do not bunch up */
     }
