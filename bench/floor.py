@@ -272,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind not in ENGINE_KINDS[args.engine]:
         parser.error(f"engine {args.engine} cannot probe {args.kind}")
     host, _, port = args.dns.rpartition(":")
-    name = urlsplit(args.url).hostname or ""
+    parts = urlsplit(args.url)
+    name = parts.hostname or ""
     if args.engine == "openssl":  # the process becomes the C loop: no Python left in it
         binary = str(openssl_floor())
-        port_of_url = str(urlsplit(args.url).port)
-        target = request_target(args.url)
-        argv_c = [binary, host, port, name, port_of_url, target, args.ca_file]
-        os.execv(binary, [*argv_c, str(args.rate), str(args.seconds), str(args.record)])
+        argv_c = [binary, host, port, name, str(parts.port), request_target(args.url)]
+        os.execv(
+            binary, [*argv_c, args.ca_file, str(args.rate), str(args.seconds), str(args.record)]
+        )
     if args.engine == "ssl":
         context = ssl.create_default_context(cafile=args.ca_file)
         exchange = ssl_exchange(context, args.url)

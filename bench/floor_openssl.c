@@ -65,13 +65,13 @@ static int fail_ssl(SSL *tls, int returned, const char *what) {
     unsigned long code = ERR_peek_error();
     long verify = SSL_get_verify_result(tls);
     char reason[160];
-    if (code != 0 && verify != X509_V_OK) {
+    if (code != 0) {
         ERR_error_string_n(code, reason, sizeof reason);
-        snprintf(probe_error, sizeof probe_error, "%s: %s (%s)", what, reason,
-                 X509_verify_cert_error_string(verify));
-    } else if (code != 0) {
-        ERR_error_string_n(code, reason, sizeof reason);
-        snprintf(probe_error, sizeof probe_error, "%s: %s", what, reason);
+        if (verify != X509_V_OK)
+            snprintf(probe_error, sizeof probe_error, "%s: %s (%s)", what, reason,
+                     X509_verify_cert_error_string(verify));
+        else
+            snprintf(probe_error, sizeof probe_error, "%s: %s", what, reason);
     } else if (timed_out) {
         snprintf(probe_error, sizeof probe_error, "%s: timeout", what);
     } else if (kind == SSL_ERROR_SYSCALL && socket_error != 0) {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio
-from bench.workload import CHECKS_PER_SERVICE
+from bench.workload import CHECKS_PER_SERVICE, FLOORS
 
 CPU_GOAL = 1.0
 # Issue 15: HTTPS probes, HTTP/1.1 and HTTP/2, at most 0.8x blackbox's CPU at a steady rate,
@@ -188,8 +188,7 @@ def cpu_section(doc: dict[str, Any]) -> list[str]:
 
 def floor_table(cpu: dict[str, Any]) -> list[str]:
     """The bare exchange beside both exporters: how much of a probe is the TLS library's."""
-    floors = ("floor_openssl", "floor_ssl", "floor_curl")
-    kinds = [k for k in cpu if any(s in cpu[k]["median"] for s in floors)]
+    kinds = [k for k in cpu if any(s in cpu[k]["median"] for s in FLOORS)]
     if not kinds:
         return []
     lines = [
@@ -210,7 +209,7 @@ def floor_table(cpu: dict[str, Any]) -> list[str]:
     ]
     for kind in kinds:
         m = cpu[kind]["median"]
-        c_, ssl_, curl = (_subject(m, floor).get("cpu_per_1000") for floor in floors)
+        c_, ssl_, curl = (_subject(m, floor).get("cpu_per_1000") for floor in FLOORS)
         ours, bb = m["ours"]["cpu_per_1000"], _subject(m, "blackbox").get("cpu_per_1000")
         lines.append(
             f"| {kind} | {f(c_, 3)} | {f(ssl_, 3)} | {f(curl, 3)} | {f(ours, 3)} | {f(bb, 3)} "
